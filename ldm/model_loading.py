@@ -1,0 +1,162 @@
+"""Build a model from its config and load an SD checkpoint into it, explicitly and checked.
+
+The file's keys are matched to the model's one by one: the known extras of SD files are handled by
+name (EMA copy, the CLIP `position_ids` buffer, the noise schedule, VAE training-loss weights) and any
+other missing, unexpected or mis-shaped key is an error naming the component, never `strict=False`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ldm.errors import CheckpointError, ConfigError
+from ldm.models.diffusion.schedule import SCHEDULE_BUFFERS
+from ldm.safe_load import read_state_dict
+from ldm.util import instantiate_from_config
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = (
+    ("model.diffusion_model.", "UNet (model.diffusion_model)"),
+    ("first_stage_model.", "VAE (first_stage_model)"),
+    ("cond_stage_model.", "text encoder (cond_stage_model)"),
+    ("embedding_manager.", "embedding manager"),
+)
+POSITION_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
+EMA_PREFIX = "model_ema."
+IGNORED_PREFIXES = ("first_stage_model.loss.",)  # VAE training loss (LPIPS/discriminator) some files carry
+
+
+def component_of(key: str) -> str:
+    for prefix, name in COMPONENTS:
+        if key.startswith(prefix):
+            return name
+    return "LatentDiffusion"
+
+
+def build_model(model_config: Mapping[str, Any], random_init: bool = True) -> nn.Module:
+    """Instantiate `model_config`; with random_init=False, skip weight initialisation entirely
+    (build on the meta device, then allocate) because a checkpoint is about to overwrite every weight."""
+    if random_init:
+        return instantiate_from_config(model_config)
+    with torch.device("meta"):
+        model = instantiate_from_config(model_config)
+    model.to_empty(device="cpu")
+    for module in model.modules():
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+    return model
+
+
+def _ema_to_model_keys(model_keys: set[str]) -> dict[str, str]:
+    """LitEma stores `model.diffusion_model.a.b` as `model_ema.diffusion_modela b` without dots."""
+    return {EMA_PREFIX + k[len("model."):].replace(".", ""): k for k in model_keys if k.startswith("model.")}
+
+
+def prepare_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema: bool = False,
+                       source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Map a file's keys onto the model's: take or drop the EMA copy, drop known extras, keep our schedule."""
+    expected = set(model.state_dict().keys())
+    out: dict[str, torch.Tensor] = {}
+    ema: dict[str, torch.Tensor] = {}
+    dropped = 0
+    for key, value in sd.items():
+        if key.startswith(EMA_PREFIX):
+            ema[key] = value
+        elif key == POSITION_IDS or key.startswith(IGNORED_PREFIXES):
+            dropped += 1
+        elif key in SCHEDULE_BUFFERS:
+            _check_schedule(model, key, value, source)
+        else:
+            out[key] = value
+    if use_ema:
+        if not ema:
+            raise CheckpointError(f"{source} has no model_ema.* weights; load it without use_ema")
+        mapping = _ema_to_model_keys(expected)
+        taken = {mapping[k]: v for k, v in ema.items() if k in mapping}
+        log.info("using the EMA weights of %s for %d UNet tensors", source, len(taken))
+        out.update(taken)
+    elif ema:
+        log.info("%s carries EMA weights (%d tensors); using the non-EMA ones (ask use_ema to switch)", source, len(ema))
+    if dropped:
+        log.debug("dropped %d known extra keys of %s", dropped, source)
+    for key in SCHEDULE_BUFFERS:
+        out[key] = getattr(model, key) if hasattr(model, key) else None
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _check_schedule(model: nn.Module, key: str, value: torch.Tensor, source: str) -> None:
+    ours = getattr(model, key, None)
+    if ours is None or ours.shape != value.shape:
+        raise CheckpointError(f"{source}: noise schedule '{key}' has shape {tuple(value.shape)}, the config gives "
+                              f"{tuple(ours.shape) if ours is not None else 'none'}; pass the matching --config")
+    # fp16 files store the schedule with ~1e-3 relative error; anything larger is another schedule.
+    if not torch.allclose(value.float(), ours.float(), rtol=5e-3, atol=1e-5):
+        log.warning("%s: its '%s' differs from the config's schedule; the config's is used", source, key)
+
+
+def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise one line naming the component and the first offending keys if `sd` does not fit `model`."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shapes = [k for k in sd if k in expected and tuple(sd[k].shape) != expected[k]]
+    if not (missing or unexpected or shapes):
+        return
+    if not any(k in expected for k in sd if k not in SCHEDULE_BUFFERS):
+        raise CheckpointError(f"{source} does not look like a Stable Diffusion v1 checkpoint: none of the model's "
+                              f"{len(expected)} keys are in it (first keys: {', '.join(list(sd)[:3])})")
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{component_of(k)}: '{k}' expected {list(expected[k])} got {list(sd[k].shape)}"
+                     + (f" (+{len(shapes) - 1} more shape mismatches)" if len(shapes) > 1 else ""))
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            parts.append(f"{len(keys)} {label} keys, first in {component_of(keys[0])}: " + ", ".join(keys[:3]))
+    raise CheckpointError(f"{source} does not fit the config ({'; '.join(parts)}); "
+                          "is it an SD v1.x model? pass the matching --config")
+
+
+def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema: bool = False,
+                            source: str = "checkpoint") -> None:
+    prepared = prepare_state_dict(model, sd, use_ema=use_ema, source=source)
+    check_state_dict(model, prepared, source)
+    model.load_state_dict(prepared, strict=True)
+
+
+def _model_node(config: Any) -> Any:
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"config not found: {path}; pass e.g. configs/stable-diffusion/v1-inference.yaml")
+        config = OmegaConf.load(path)
+    return config.model if "model" in config else config
+
+
+def load_model_from_config(config: Any, ckpt: Union[str, Path], use_ema: Optional[bool] = None,
+                           device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """Build the model described by `config` (a path, or an OmegaConf node with `model`), load `ckpt`
+    into it with every key accounted for, and return it in eval mode on `device`."""
+    model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
+    sd = read_state_dict(ckpt)
+    cond = model_config.params.get("cond_stage_config")
+    if cond is not None:
+        if cond.get("params") is None:
+            cond.params = {}
+        if not cond.params.get("model_path"):
+            cond.params.model_path = str(ckpt)  # lets the tokenizer search beside the model
+    model = build_model(model_config, random_init=False)
+    if use_ema is None:
+        use_ema = bool(getattr(model, "use_ema", False))
+    load_state_dict_checked(model, sd, use_ema=use_ema, source=str(ckpt))
+    del sd
+    model.eval()
+    if dtype is not None and hasattr(model, "set_network_dtype"):
+        model.set_network_dtype(dtype)
+    return model.to(device)

@@ -1,0 +1,121 @@
+"""LatentDiffusion: the LightningModule that composes the SD parts (UNet, VAE, text encoder, schedule).
+
+It holds no sampler loops; samplers live in `ldm.models.diffusion.sampling` and talk to the model through
+`ldm.models.diffusion.denoiser.CompVisDenoiser`. Parameter and buffer names are exactly those of SD v1 files.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ldm.errors import ConfigError
+from ldm.models.diffusion.schedule import make_beta_schedule, schedule_buffers
+from ldm.util import instantiate_from_config
+
+log = logging.getLogger(__name__)
+
+# Keys of the paper's configs that this model reads elsewhere or that only mattered to training the
+# base model; they are accepted so old configs keep working.
+_ACCEPTED_UNUSED = {
+    "num_timesteps_cond", "log_every_t", "first_stage_key", "cond_stage_key", "image_size", "channels",
+    "cond_stage_trainable", "monitor", "scheduler_config", "loss_type", "ckpt_path", "ignore_keys",
+    "load_only_unet", "clip_denoised", "original_elbo_weight", "l_simple_weight", "learn_logvar",
+    "logvar_init", "use_positional_encodings", "given_betas", "cosine_s", "concat_mode", "cond_stage_forward",
+    "scale_by_std", "base_learning_rate", "make_it_fit", "ucg_training", "reset_ema", "reset_num_ema_updates",
+    "use_fp16", "embedding_reg_weight", "unfreeze_model", "model_lr",
+}
+
+
+class DiffusionWrapper(nn.Module):
+    """Holds the UNet as `diffusion_model` (the `model.diffusion_model.*` keys) and routes conditioning."""
+
+    def __init__(self, diff_model_config: Mapping[str, Any], conditioning_key: str = "crossattn"):
+        super().__init__()
+        if conditioning_key != "crossattn":
+            raise ConfigError(f"conditioning_key {conditioning_key!r} is not supported; SD v1 uses 'crossattn'")
+        self.diffusion_model = instantiate_from_config(diff_model_config)
+        self.conditioning_key = conditioning_key
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c_crossattn: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        context = torch.cat(list(c_crossattn), dim=1) if c_crossattn else None
+        return self.diffusion_model(x, t, context=context)
+
+
+class LatentDiffusion(pl.LightningModule):
+    def __init__(self, unet_config: Mapping[str, Any], first_stage_config: Mapping[str, Any],
+                 cond_stage_config: Mapping[str, Any], timesteps: int = 1000, beta_schedule: str = "linear",
+                 linear_start: float = 0.00085, linear_end: float = 0.012, scale_factor: float = 0.18215,
+                 conditioning_key: str = "crossattn", parameterization: str = "eps", use_ema: bool = False,
+                 v_posterior: float = 0.0, personalization_config: Optional[Mapping[str, Any]] = None,
+                 **kwargs):
+        super().__init__()
+        unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED)
+        if unknown:
+            log.warning("LatentDiffusion ignores unknown config keys: %s", ", ".join(unknown))
+        if parameterization != "eps":
+            raise ConfigError(f"parameterization {parameterization!r}: this project supports SD v1 (eps) models")
+        self.parameterization = parameterization
+        self.num_timesteps = int(timesteps)
+        self.scale_factor = float(scale_factor)
+        self.use_ema = use_ema  # read by the loader: take `model_ema.*` weights from the file
+        self._schedule_args = (beta_schedule, self.num_timesteps, linear_start, linear_end, v_posterior)
+        self.register_schedule()
+        self.model = DiffusionWrapper(unet_config, conditioning_key)
+        self.first_stage_model = instantiate_from_config(first_stage_config)
+        self.cond_stage_model = instantiate_from_config(cond_stage_config)
+        self.personalization_config = personalization_config
+        self._freeze(self.first_stage_model)
+
+    @staticmethod
+    def _freeze(module: nn.Module) -> None:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad = False
+
+    def register_schedule(self, device: Optional[torch.device] = None) -> None:
+        kind, n, start, end, v_posterior = self._schedule_args
+        betas = make_beta_schedule(kind, n, linear_start=start, linear_end=end)
+        for name, value in schedule_buffers(betas, v_posterior).items():
+            self.register_buffer(name, value if device is None else value.to(device))
+
+    def reset_buffers(self) -> None:
+        """Recompute the schedule in float32 (after a meta-device build, or to undo a low-precision cast)."""
+        self.register_schedule(self.betas.device)
+
+    # -- the three networks --------------------------------------------------------------------------
+    def apply_model(self, x_noisy: torch.Tensor, t: torch.Tensor,
+                    cond: Union[torch.Tensor, Mapping[str, Sequence[torch.Tensor]]]) -> torch.Tensor:
+        """The UNet's noise prediction for latents x_noisy at timesteps t under conditioning cond."""
+        if isinstance(cond, Mapping):
+            return self.model(x_noisy, t, **cond)
+        return self.model(x_noisy, t, c_crossattn=[cond])
+
+    def get_learned_conditioning(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+        return self.cond_stage_model.encode(text)
+
+    def encode_first_stage(self, x: torch.Tensor):
+        return self.first_stage_model.encode(x.to(self.first_stage_model.post_quant_conv.weight.dtype))
+
+    def get_first_stage_encoding(self, posterior, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        z = posterior.sample(generator) if hasattr(posterior, "sample") else posterior
+        return self.scale_factor * z
+
+    def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
+        z = (z / self.scale_factor).to(self.first_stage_model.post_quant_conv.weight.dtype)
+        return self.first_stage_model.decode(z)
+
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Forward diffusion: sqrt(a_t) x0 + sqrt(1 - a_t) eps."""
+        a = self.sqrt_alphas_cumprod[t].view(-1, *([1] * (x_start.dim() - 1)))
+        s = self.sqrt_one_minus_alphas_cumprod[t].view(-1, *([1] * (x_start.dim() - 1)))
+        return a.to(x_start.dtype) * x_start + s.to(x_start.dtype) * noise
+
+    def set_network_dtype(self, dtype: torch.dtype) -> "LatentDiffusion":
+        """Cast the three networks only; the schedule buffers stay float32 for exact sigmas."""
+        for net in (self.model, self.first_stage_model, self.cond_stage_model):
+            net.to(dtype)
+        return self

@@ -1,0 +1,37 @@
+"""Glue from conditioning to latents: denoiser adapter + guidance + a named sampler + seeded noise."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ldm.models.diffusion.denoiser import CompVisDenoiser
+from ldm.models.diffusion.guidance import CFGDenoiser
+from ldm.models.diffusion.sampling import default_noise_sampler, get_sampler, make_sigmas
+
+
+def initial_noise(shape: Sequence[int], generator: torch.Generator, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Unit noise drawn on the CPU so one seed gives one image on every device."""
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def sample_latents(model: nn.Module, cond: torch.Tensor, uncond: Optional[torch.Tensor], *, shape: Sequence[int],
+                   generator: torch.Generator, sampler: str = "ddim", steps: int = 50, cfg_scale: float = 7.5,
+                   eta: Optional[float] = None, karras: bool = False,
+                   callback: Optional[Callable[[dict], None]] = None,
+                   denoiser: Optional[CompVisDenoiser] = None) -> torch.Tensor:
+    """Sample SD latents of `shape` [B, C, H/8, W/8] for contexts `cond` (and `uncond` for guidance)."""
+    spec = get_sampler(sampler)
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    device = cond.device
+    denoiser = denoiser if denoiser is not None else CompVisDenoiser(model).to(device)
+    sigmas = make_sigmas(spec, denoiser, steps, karras=karras).to(device)
+    x = initial_noise(shape, generator, device) * sigmas[0]
+    options = {"eta": eta} if eta is not None and "eta" in spec.options else {}
+    extra_args = {"cond": cond, "uncond": uncond, "cond_scale": cfg_scale}
+    return spec.fn(CFGDenoiser(denoiser), x, sigmas, extra_args=extra_args, callback=callback,
+                   noise_sampler=default_noise_sampler(x, generator), **options)

@@ -1,0 +1,113 @@
+"""FrozenCLIPEmbedder: the SD v1 text encoder (CLIP ViT-L/14 text transformer), built from a config.
+
+The weights come from the SD checkpoint itself (`cond_stage_model.transformer.text_model.*`), so building
+never downloads anything. The transformer is transformers' own `CLIPTextModel`, held under a
+`text_model` attribute to keep the CompVis key layout.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ldm.errors import ConfigError
+from ldm.modules.encoders.tokenizer import load_tokenizer
+
+# The ViT-L/14 text tower used by Stable Diffusion v1.x.
+VIT_L14_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                    layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+
+
+class CLIPTextHolder(nn.Module):
+    """Container that gives `CLIPTextModel` the `text_model.` prefix real SD files use."""
+
+    def __init__(self, config):
+        super().__init__()
+        from transformers import CLIPTextModel
+
+        self.text_model = CLIPTextModel(config)
+
+
+class FrozenCLIPEmbedder(nn.Module):
+    """Text -> [B, 77, hidden] context for the UNet's cross-attention. Frozen unless a caller unfreezes it.
+
+    `layer`: "last" (SD v1) or "penultimate" (A1111 "CLIP skip 2"; the hidden state before the last
+    block, passed through the final layer norm).
+    """
+
+    LAYERS = ("last", "penultimate")
+
+    def __init__(self, version: Optional[str] = None, max_length: int = 77, layer: str = "last",
+                 tokenizer_path: Optional[str] = None, model_path: Optional[str] = None,
+                 text_config: Optional[dict] = None, freeze: bool = True, **ignored):
+        super().__init__()
+        from transformers import CLIPTextConfig
+
+        if layer not in self.LAYERS:
+            raise ConfigError(f"cond_stage_config layer={layer!r}; choose one of: {', '.join(self.LAYERS)}")
+        # `version` names a hub model in the paper configs; we never download, so it is only a hint.
+        config = CLIPTextConfig(**{**VIT_L14_TEXT, **(text_config or {})})
+        config._attn_implementation = "sdpa"
+        self.transformer = CLIPTextHolder(config)
+        self.max_length = max_length
+        self.layer = layer
+        self._tokenizer_args = (tokenizer_path, model_path)
+        self._tokenizer = None
+        if freeze:
+            self.freeze()
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:  # lazy: loading the vocabulary costs ~1 s and tests often skip it
+            self._tokenizer = load_tokenizer(*self._tokenizer_args, max_length=self.max_length)
+        return self._tokenizer
+
+    @property
+    def text_model(self) -> nn.Module:
+        return self.transformer.text_model
+
+    def freeze(self) -> None:
+        self.transformer.eval()
+        for p in self.parameters():
+            p.requires_grad = False
+
+    def reset_buffers(self) -> None:
+        """Recreate the non-persistent position ids after a build on the meta device."""
+        emb = self.text_model.embeddings
+        emb.position_ids = torch.arange(emb.position_embedding.num_embeddings,
+                                        device=emb.position_embedding.weight.device).expand(1, -1)
+
+    def tokenize(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+        """Prompts -> token ids [B, max_length] (BOS, tokens, EOS, EOS-padding), truncated to max_length."""
+        texts = [text] if isinstance(text, str) else list(text)
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="max_length",
+                               return_tensors="pt")
+        return batch["input_ids"]
+
+    def encode_embeddings(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Run the text transformer on token embeddings [B, N, hidden] (positions are added here).
+
+        This is the seam for textual inversion: callers splice learned vectors into the token
+        embeddings and call this instead of patching CLIP.
+        """
+        tm = self.text_model
+        hidden = tm.embeddings(inputs_embeds=inputs_embeds)
+        n = hidden.shape[1]
+        causal = torch.full((n, n), float("-inf"), dtype=hidden.dtype, device=hidden.device).triu(1)
+        mask = causal[None, None].expand(hidden.shape[0], 1, n, n)
+        layers = tm.encoder.layers if self.layer == "last" else tm.encoder.layers[:-1]
+        for layer in layers:  # run the blocks ourselves so "penultimate" skips the last one
+            hidden = layer(hidden, mask)
+        return tm.final_layer_norm(hidden)
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.to(self.text_model.embeddings.token_embedding.weight.device)
+        return self.encode_embeddings(self.text_model.embeddings.token_embedding(tokens))
+
+    def forward(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+        return self.encode_tokens(self.tokenize(text))
+
+    def encode(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+        return self(text)

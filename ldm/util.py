@@ -1,0 +1,59 @@
+"""Config instantiation, seeding and the model-loading entry points."""
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ldm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def get_obj_from_str(string: str) -> Any:
+    """'pkg.module.Name' -> the object, with a one-line error naming what could not be found."""
+    module_name, _, attr = string.rpartition(".")
+    if not module_name:
+        raise ConfigError(f"target {string!r} is not a dotted path like 'ldm.models.diffusion.ddpm.LatentDiffusion'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"target {string!r}: module {module_name!r} cannot be imported ({exc})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"target {string!r}: {module_name!r} has no {attr!r}") from None
+
+
+def instantiate_from_config(config: Mapping[str, Any]) -> Any:
+    """Build `target(**params)` from an OmegaConf/dict node, as the CompVis configs expect."""
+    if config in ("__is_first_stage__", "__is_unconditional__"):
+        return None
+    if not isinstance(config, Mapping) and not hasattr(config, "get"):
+        raise ConfigError(f"expected a config node with 'target', got {type(config).__name__}: {config!r}")
+    if "target" not in config:
+        raise ConfigError(f"config node has no 'target' key (keys: {', '.join(map(str, config.keys())) or 'none'})")
+    params = config.get("params") or {}
+    return get_obj_from_str(config["target"])(**dict(params))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_model_from_config(config: Any, ckpt: str, **kwargs: Any) -> torch.nn.Module:
+    """Build the model of `config.model` and load the weights of `ckpt` (see ldm.model_loading)."""
+    from ldm.model_loading import load_model_from_config as _load
+
+    return _load(config, ckpt, **kwargs)

@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""Text to image with an SD v1 checkpoint; the flags of the paper repo's stable_txt2img.py, plus
+--sampler, --negative_prompt and --device. Writes OUTDIR/samples/NNNNN.png and OUTDIR/grid-NNNN.png."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ldm.errors import LdmUserError
+from ldm.models.diffusion.sampling import SAMPLERS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--prompt", default="a painting of a virus monster playing guitar", help="text to render")
+    p.add_argument("--negative_prompt", default="", help="what the image should not show (the unconditional prompt)")
+    p.add_argument("--from-file", dest="from_file", help="read one prompt per line from this file")
+    p.add_argument("--outdir", default="outputs/txt2img-samples", help="where samples/ and grids go")
+    p.add_argument("--skip_grid", action="store_true", help="do not write a grid of all samples")
+    p.add_argument("--skip_save", action="store_true", help="do not write the individual samples")
+    p.add_argument("--ddim_steps", type=int, default=50, help="number of sampling steps")
+    p.add_argument("--plms", action="store_true", help="use the plms sampler (same as --sampler plms)")
+    p.add_argument("--sampler", default=None,
+                   help=f"sampler, one of: {', '.join(SAMPLERS)} (default: ddim, or plms with --plms)")
+    p.add_argument("--karras", action="store_true", help="Karras et al. sigma spacing for the sampler")
+    p.add_argument("--ddim_eta", type=float, default=0.0, help="eta of ddim / ancestral samplers (0 = deterministic ddim)")
+    p.add_argument("--n_iter", type=int, default=1, help="batches to sample")
+    p.add_argument("--n_samples", type=int, default=1, help="images per batch (per prompt)")
+    p.add_argument("--n_rows", type=int, default=0, help="images per grid row (default: n_samples)")
+    p.add_argument("--H", type=int, default=512, help="image height in pixels (multiple of 8)")
+    p.add_argument("--W", type=int, default=512, help="image width in pixels (multiple of 8)")
+    p.add_argument("--scale", type=float, default=7.5, help="classifier-free guidance scale (1 = no guidance)")
+    p.add_argument("--config", default="configs/stable-diffusion/v1-inference.yaml", help="model config")
+    p.add_argument("--ckpt", default="models/ldm/stable-diffusion-v1/model.ckpt", help="SD v1 .ckpt or .safetensors")
+    p.add_argument("--use_ema", action="store_true", help="use the model_ema.* weights of the checkpoint")
+    p.add_argument("--seed", type=int, default=42, help="seed; batch i uses seed + i")
+    p.add_argument("--precision", default="autocast",
+                   help="full (fp32), autocast (fp16 on GPUs, fp32 on the CPU), fp16 or bf16")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    return p.parse_args(argv)
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    if not args.from_file:
+        return [args.prompt]
+    path = Path(args.from_file)
+    if not path.is_file():
+        raise LdmUserError(f"--from-file {path}: no such file; pass a text file with one prompt per line")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise LdmUserError(f"--from-file {path} has no prompts; write one prompt per line")
+    return prompts
+
+
+def next_index(folder: Path, pattern: str) -> int:
+    numbers = [int(p.stem.split("-")[-1]) for p in folder.glob(pattern) if p.stem.split("-")[-1].isdigit()]
+    return max(numbers, default=-1) + 1
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    from tqdm import tqdm
+
+    from ldm.fileio import save_png
+    from ldm.generate import Generate, check_size
+    from ldm.image_utils import make_grid
+
+    check_size(args.W, args.H)
+    prompts = read_prompts(args)
+    sampler = args.sampler or ("plms" if args.plms else "ddim")
+    gen = Generate(config=args.config, weights=args.ckpt, device=args.device, precision=args.precision,
+                   sampler_name=sampler, use_ema=args.use_ema or None)
+    gen.load_model()
+    outdir = Path(args.outdir)
+    sample_dir = outdir / "samples"
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    count = next_index(sample_dir, "*.png")
+    written, all_images = [], []
+    for prompt in prompts:
+        with tqdm(total=args.ddim_steps * args.n_iter, desc="sampling", unit="step") as bar:
+            results = gen.txt2img(prompt, negative_prompt=args.negative_prompt, iterations=args.n_iter,
+                                  batch_size=args.n_samples, steps=args.ddim_steps, seed=args.seed,
+                                  cfg_scale=args.scale, ddim_eta=args.ddim_eta, width=args.W, height=args.H,
+                                  karras=args.karras, step_callback=lambda info: bar.update(1))
+        for image, seed in results:
+            all_images.append(image)
+            if not args.skip_save:
+                text = {"prompt": prompt, "negative_prompt": args.negative_prompt, "seed": str(seed), "sampler": sampler}
+                written.append(save_png(image, sample_dir / f"{count:05}.png", text))
+                count += 1
+    if not args.skip_grid:
+        grid = make_grid(all_images, nrow=args.n_rows or args.n_samples)
+        written.append(save_png(grid, outdir / f"grid-{next_index(outdir, 'grid-*.png'):04}.png"))
+    return written
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        written = run(args)
+    except LdmUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files to {args.outdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests never touch the network: the hub is forced offline for every test."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sd_helpers import TINY_CONFIG, load_config, randomize_  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return load_config(TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config):
+    """A tiny SD-shaped LatentDiffusion with random, non-degenerate weights (shared; do not mutate)."""
+    from ldm.model_loading import build_model
+
+    torch.manual_seed(0)
+    return randomize_(build_model(tiny_config.model), seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model saved as a CompVis-style .ckpt (state_dict wrapper)."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.ckpt"
+    torch.save({"state_dict": tiny_model.state_dict(), "global_step": 0}, path)
+    return path
