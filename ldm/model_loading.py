@@ -41,9 +41,13 @@ def component_of(key: str) -> str:
 
 def build_model(model_config: Mapping[str, Any], random_init: bool = True) -> nn.Module:
     """Instantiate `model_config`; with random_init=False, skip weight initialisation entirely
-    (build on the meta device, then allocate) because a checkpoint is about to overwrite every weight."""
+    (build on the meta device, then allocate) because a checkpoint is about to overwrite every weight;
+    that SD-only build leaves out the embedding manager."""
     if random_init:
         return instantiate_from_config(model_config)
+    # The embedding manager is not part of an SD file; load_model_from_config attaches it after loading.
+    model_config = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(model_config), resolve=True))
+    model_config.params.pop("personalization_config", None)
     with torch.device("meta"):
         model = instantiate_from_config(model_config)
     model.to_empty(device="cpu")
@@ -140,7 +144,8 @@ def _model_node(config: Any) -> Any:
 
 
 def load_model_from_config(config: Any, ckpt: Union[str, Path], use_ema: Optional[bool] = None,
-                           device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None) -> nn.Module:
+                           device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
+                           with_embedding_manager: bool = True) -> nn.Module:
     """Build the model described by `config` (a path, or an OmegaConf node with `model`), load `ckpt`
     into it with every key accounted for, and return it in eval mode on `device`."""
     model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
@@ -151,11 +156,15 @@ def load_model_from_config(config: Any, ckpt: Union[str, Path], use_ema: Optiona
             cond.params = {}
         if not cond.params.get("model_path"):
             cond.params.model_path = str(ckpt)  # lets the tokenizer search beside the model
+    # The embedding manager is attached after loading: its init words need the real token embeddings.
+    personalization = model_config.params.get("personalization_config")
     model = build_model(model_config, random_init=False)
     if use_ema is None:
         use_ema = bool(getattr(model, "use_ema", False))
     load_state_dict_checked(model, sd, use_ema=use_ema, source=str(ckpt))
     del sd
+    if personalization is not None and with_embedding_manager:
+        model.attach_embedding_manager(personalization)
     model.eval()
     if dtype is not None and hasattr(model, "set_network_dtype"):
         model.set_network_dtype(dtype)

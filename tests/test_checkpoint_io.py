@@ -233,12 +233,13 @@ def test_full_size_roundtrip(full_model, tmp_path, fmt, dtype):
     sd = _with_sd_extras(model) if fmt == "ckpt" else dict(model.state_dict())
     _save(sd, path, fmt, dtype)
     del sd
-    loaded = load_model_from_config(SD_CONFIG, path)  # raises on any missing/unexpected/mis-shaped key
-    assert len(loaded.state_dict()) == len(model.state_dict()) == 1142
+    loaded = load_model_from_config(SD_CONFIG, path, with_embedding_manager=False)  # raises on any missing/unexpected/mis-shaped key
+    sd_keys = [k for k in loaded.state_dict() if not k.startswith("embedding_manager.")]
+    assert len(sd_keys) == len(model.state_dict()) == 1142
     for ours, theirs in zip(_outputs(loaded), reference):
         if dtype == torch.float32:
             assert torch.equal(ours, theirs)
-        else:  # fp16 rounding of the weights only; seen: max relative error ~2e-3
+        else:  # fp16 rounding of the weights only; seen: max relative error 1.5e-3 (UNet), 7e-4 (text, VAE)
             assert ((ours - theirs).abs().max() / theirs.abs().max()).item() < 2e-2
     del loaded
     gc.collect()

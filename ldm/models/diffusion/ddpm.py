@@ -12,9 +12,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ldm.errors import ConfigError
+from ldm.errors import CheckpointError, ConfigError
 from ldm.models.diffusion.schedule import make_beta_schedule, schedule_buffers
-from ldm.util import instantiate_from_config
+from ldm.training.config import TrainingConfig
+from ldm.training.objective import TextualInversionObjective
+from ldm.util import get_obj_from_str, instantiate_from_config
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ _ACCEPTED_UNUSED = {
     "load_only_unet", "clip_denoised", "original_elbo_weight", "l_simple_weight", "learn_logvar",
     "logvar_init", "use_positional_encodings", "given_betas", "cosine_s", "concat_mode", "cond_stage_forward",
     "scale_by_std", "base_learning_rate", "make_it_fit", "ucg_training", "reset_ema", "reset_num_ema_updates",
-    "use_fp16", "embedding_reg_weight", "unfreeze_model", "model_lr",
+    "use_fp16", "unfreeze_model", "model_lr",
 }
 
 
@@ -51,9 +53,9 @@ class LatentDiffusion(pl.LightningModule):
                  linear_start: float = 0.00085, linear_end: float = 0.012, scale_factor: float = 0.18215,
                  conditioning_key: str = "crossattn", parameterization: str = "eps", use_ema: bool = False,
                  v_posterior: float = 0.0, personalization_config: Optional[Mapping[str, Any]] = None,
-                 **kwargs):
+                 training: Optional[Mapping[str, Any]] = None, **kwargs):
         super().__init__()
-        unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED)
+        unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED - set(TrainingConfig.TOP_LEVEL_KEYS))
         if unknown:
             log.warning("LatentDiffusion ignores unknown config keys: %s", ", ".join(unknown))
         if parameterization != "eps":
@@ -67,8 +69,21 @@ class LatentDiffusion(pl.LightningModule):
         self.model = DiffusionWrapper(unet_config, conditioning_key)
         self.first_stage_model = instantiate_from_config(first_stage_config)
         self.cond_stage_model = instantiate_from_config(cond_stage_config)
-        self.personalization_config = personalization_config
         self._freeze(self.first_stage_model)
+        self.embedding_manager = None
+        if personalization_config is not None:
+            self.attach_embedding_manager(personalization_config)
+        self.training_config = TrainingConfig.from_mapping(training or {}, extra=kwargs)
+        self.learning_rate = 1e-4  # set by main.py from base_learning_rate (and --scale_lr)
+
+    def attach_embedding_manager(self, config: Mapping[str, Any]) -> nn.Module:
+        """Textual inversion: every network is frozen; only the placeholder vectors learn. Called after
+        the weights are loaded when building from a checkpoint, so init words read real token embeddings."""
+        params = dict(config.get("params") or {})
+        self.embedding_manager = get_obj_from_str(config["target"])(embedder=self.cond_stage_model, **params)
+        self._freeze(self.model)
+        self._freeze(self.cond_stage_model)
+        return self.embedding_manager
 
     @staticmethod
     def _freeze(module: nn.Module) -> None:
@@ -95,6 +110,9 @@ class LatentDiffusion(pl.LightningModule):
         return self.model(x_noisy, t, c_crossattn=[cond])
 
     def get_learned_conditioning(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+        """Prompts -> context; learned words are spliced in when an embedding manager is present."""
+        if self.embedding_manager is not None:
+            return self.embedding_manager.encode([text] if isinstance(text, str) else list(text))
         return self.cond_stage_model.encode(text)
 
     def encode_first_stage(self, x: torch.Tensor):
@@ -119,3 +137,46 @@ class LatentDiffusion(pl.LightningModule):
         for net in (self.model, self.first_stage_model, self.cond_stage_model):
             net.to(dtype)
         return self
+
+    # -- textual-inversion training (the LightningModule wires; the objective computes) -----------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            if self.embedding_manager is None:
+                raise ConfigError("training needs model.params.personalization_config (the embedding manager)")
+            self.objective = TextualInversionObjective(self, self.training_config)
+            self.objective.prepare_networks()
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[torch.Tensor]:
+        self.embedding_manager.set_step(self.global_step)
+        loss, parts = self.objective(batch)
+        if not torch.isfinite(loss):
+            # Stop before the optimizer sees it: the last saved embedding stays the last good one.
+            log.error("loss is %s at step %d; stopping (the last good embedding is kept)", loss.item(), self.global_step)
+            self.trainer.should_stop = True
+            return None
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["caption"]))
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=True, batch_size=len(batch["caption"]))
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, on_step=True)
+        return loss
+
+    def configure_optimizers(self):
+        return self.objective.configure_optimizers(self.learning_rate, self.trainer.max_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Resumable checkpoints keep the learned vectors only, never the frozen networks."""
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("embedding_manager.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint["state_dict"]
+        ours = {k for k in self.state_dict() if k.startswith("embedding_manager.")}
+        if set(saved) != ours:
+            raise CheckpointError(f"resume checkpoint holds {sorted(saved)[:3]}, the config expects {sorted(ours)[:3]}; "
+                                  "resume with the run's own configs")
+        checkpoint["state_dict"] = {**self.state_dict(), **saved}
+
+    @torch.no_grad()
+    def log_images(self, batch: Mapping[str, Any], n: int = 4, **kwargs: Any) -> dict[str, torch.Tensor]:
+        from ldm.training.log_images import log_images
+
+        return log_images(self, batch, n, **kwargs)
