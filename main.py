@@ -1,47 +1,83 @@
 #!/usr/bin/env python
-"""Training entry point (textual inversion). Merges the --base configs and dotlist overrides; the
-training loop itself is built on ldm/ (LatentDiffusion + EmbeddingManager) and arrives with the
-training work. For now this prints the merged config with --print_config."""
+"""Textual inversion training, with the paper repo's command line:
+
+  python main.py --base configs/stable-diffusion/v1-finetune.yaml -t --actual_resume sd-v1-4.ckpt \\
+      -n mycat --gpus 0, --data_root training_data/mycat --init_word cat
+
+Extra `key=value` arguments override the merged config (e.g. data.params.batch_size=4).
+"""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-
-from omegaconf import OmegaConf
 
 from ldm.errors import LdmUserError
 
+# Old configs name these as main.DataModuleFromConfig / main.ImageLogger.
+from ldm.callbacks import ImageLogger  # noqa: F401  (re-exported for config targets)
 
-def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(description=__doc__)
+
+def str2bool(value: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-b", "--base", nargs="*", default=[], metavar="config.yaml",
-                   help="configs merged left to right; later ones override earlier ones")
-    p.add_argument("--print_config", action="store_true", help="print the merged config and exit")
-    return p.parse_known_args(argv)
-
-
-def merged_config(base: list[str], overrides: list[str]):
-    from pathlib import Path
-
-    for path in base:
-        if not Path(path).is_file():
-            raise LdmUserError(f"--base {path}: no such config file")
-    configs = [OmegaConf.load(path) for path in base]
-    return OmegaConf.merge(*configs, OmegaConf.from_dotlist(overrides))
+                   help="configs merged left to right (later ones win)")
+    p.add_argument("-t", "--train", type=str2bool, nargs="?", const=True, default=False, help="train")
+    p.add_argument("-n", "--name", default="", help="run name, the suffix of the log directory")
+    p.add_argument("-p", "--postfix", default="", help="extra suffix of the log directory")
+    p.add_argument("-r", "--resume", default="", help="resume from a log directory or a checkpoint in it")
+    p.add_argument("--actual_resume", default="", help="the Stable Diffusion v1 .ckpt/.safetensors to invert into")
+    p.add_argument("--data_root", action="append", help="folder of training images (repeat for several concepts)")
+    p.add_argument("--init_word", action="append", help="word(s) the embedding starts from (one per placeholder)")
+    p.add_argument("--placeholder_string", action="append",
+                   help="the learned word, e.g. '*' or '<my-cat>' (one per data folder)")
+    p.add_argument("--embedding_manager_ckpt", default="", help="start from an existing embedding file (any format)")
+    p.add_argument("--gpus", default=None, help="GPU indices, e.g. '0,' or '0,1'; omit for CPU")
+    p.add_argument("--num_nodes", type=int, default=1, help="machines for DDP (with torchrun/SLURM)")
+    p.add_argument("--no-test", dest="no_test", type=str2bool, nargs="?", const=True, default=True,
+                   help="skip testing after training (there is no test stage; accepted for compatibility)")
+    p.add_argument("-s", "--seed", type=int, default=23, help="seed of the data order, noise and timesteps")
+    p.add_argument("-l", "--logdir", default="logs", help="parent folder of run directories")
+    p.add_argument("--scale_lr", type=str2bool, nargs="?", const=True, default=True,
+                   help="lr = accumulate x devices x batch x base_lr (as the paper; --scale_lr false to disable)")
+    p.add_argument("--max_steps", type=int, default=None, help="optimizer steps (overrides lightning.trainer.max_steps)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="dtype of the frozen networks; the learned vectors stay fp32")
+    p.add_argument("--debug_dataset", action="store_true", help="print the captions and token ids, then exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
 
 
 def main(argv=None) -> int:
-    args, unknown = parse_args(argv)
+    args, overrides = build_parser().parse_known_args(argv)
+    # Progress and info go to stdout so stderr carries only problems (a bad input is one line there).
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ldm.training.run import debug_dataset, train
+
     try:
-        config = merged_config(args.base, unknown)
+        if args.debug_dataset:
+            print("\n".join(debug_dataset(args, overrides)))
+            return 0
+        if not args.train and not args.resume:
+            print("error: nothing to do; pass -t to train (or -r <logdir> to resume)", file=sys.stderr)
+            return 2
+        logdir = train(args, overrides)
     except LdmUserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.print_config:
-        print(OmegaConf.to_yaml(config))
-        return 0
-    print("error: training is not available yet; use --print_config to inspect the merged config", file=sys.stderr)
-    return 2
+    print(f"run directory: {logdir}")
+    return 0
 
 
 if __name__ == "__main__":

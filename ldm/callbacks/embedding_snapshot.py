@@ -1,0 +1,48 @@
+"""Write the learned embedding: `embeddings_gs-N.pt` every N steps and `embeddings.pt` (latest)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import lightning.pytorch as pl
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingSnapshot(pl.Callback):
+    def __init__(self, dirpath: str, every_n_steps: int = 500, sd_checkpoint: Optional[str] = None):
+        self.dirpath, self.every = Path(dirpath), int(every_n_steps)
+        self.sd_checkpoint = sd_checkpoint
+
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, with_step: bool) -> None:
+        manager = pl_module.embedding_manager
+        if trainer.global_rank != 0 or not all(torch.isfinite(p).all() for p in manager.embedding_parameters()):
+            return
+        step = trainer.global_step
+        if with_step:
+            manager.save(self.dirpath / f"embeddings_gs-{step}.pt", step=step, checkpoint=self.sd_checkpoint)
+        manager.save(self.dirpath / "embeddings.pt", step=step, checkpoint=self.sd_checkpoint)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", None) != step:
+            self._last = step
+            self.save(trainer, pl_module, with_step=True)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        check_ranks_agree(trainer, pl_module)
+        self.save(trainer, pl_module, with_step=False)
+
+
+def check_ranks_agree(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    """Under DDP every rank must hold the same vectors; a silent divergence would make rank 0's file a lie."""
+    if trainer.world_size <= 1:
+        return
+    vectors = torch.cat([p.detach().flatten() for p in pl_module.embedding_manager.embedding_parameters()])
+    gathered = trainer.strategy.all_gather(vectors)
+    spread = (gathered - gathered[0]).abs().max().item()
+    if spread > 0:
+        raise RuntimeError(f"DDP ranks disagree on the learned vectors (max difference {spread:.3g})")
+    log.info("vectors synchronised across %d ranks", trainer.world_size)

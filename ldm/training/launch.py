@@ -1,0 +1,120 @@
+"""Turn main.py's arguments into a configured Lightning run: merged config, run directory, trainer.
+
+Everything that can be wrong with the input is checked before the run directory is created, so a
+bad command line writes nothing.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from ldm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def parse_gpus(value: Optional[str]) -> Optional[list[int]]:
+    """'0,' / '0' / '0,1' are GPU indices (unlike Lightning's int form); ''/None/'cpu' mean the CPU."""
+    if value is None or str(value).strip().lower() in ("", "cpu", "none"):
+        return None
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--gpus {value!r} is not a list of GPU indices; write e.g. '0,' or '0,1' (or omit for CPU)")
+    return sorted({int(p) for p in parts})
+
+
+def merge_configs(base: list[str], overrides: list[str]) -> DictConfig:
+    for path in base:
+        if not Path(path).is_file():
+            raise ConfigError(f"--base {path}: no such config file")
+    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        raise ConfigError(f"unknown argument {bad[0]!r}; config overrides look like data.params.batch_size=4")
+    return OmegaConf.merge(*[OmegaConf.load(p) for p in base], OmegaConf.from_dotlist(overrides))
+
+
+def _as_list(value: Any) -> list:
+    return [] if value is None else (list(value) if isinstance(value, (list, tuple)) else [value])
+
+
+def apply_cli(config: DictConfig, args: Any) -> DictConfig:
+    """Route the paper's flags into the config so the model AND the dataset see the same values."""
+    model_p = config.model.params
+    personal = model_p.get("personalization_config")
+    if personal is None:
+        raise ConfigError("the config has no model.params.personalization_config; use configs/stable-diffusion/v1-finetune.yaml")
+    personal.params = personal.get("params") or {}
+    train = config.data.params.train
+    train.params = train.get("params") or {}
+    placeholders = _as_list(args.placeholder_string) or _as_list(personal.params.get("placeholder_strings")) or ["*"]
+    inits = _as_list(args.init_word) or _as_list(personal.params.get("initializer_words"))
+    roots = _as_list(args.data_root) or _as_list(train.params.get("data_root"))
+    if not roots:
+        raise ConfigError("no training images: pass --data_root training_data/<concept>")
+    if len(roots) > 1 and len(roots) != len(placeholders):
+        raise ConfigError(f"{len(roots)} --data_root folders but {len(placeholders)} placeholders; "
+                          "give one --placeholder_string (and --init_word) per folder")
+    if inits and len(inits) != len(placeholders):
+        raise ConfigError(f"{len(inits)} --init_word values for {len(placeholders)} placeholders; give one per placeholder")
+    personal.params.placeholder_strings = placeholders
+    if inits:
+        personal.params.initializer_words = inits
+    train.params.data_root = roots[0] if len(roots) == 1 else roots
+    train.params.placeholder_token = placeholders[0] if len(roots) == 1 else placeholders
+    val = config.data.params.get("validation")
+    if val is not None:
+        val.params = val.get("params") or {}
+        val.params.data_root, val.params.placeholder_token = train.params.data_root, train.params.placeholder_token
+    model_p.training = model_p.get("training") or {}
+    model_p.training.seed = int(args.seed)
+    config.data.params.seed = int(args.seed)
+    if args.precision:
+        model_p.training.network_precision = args.precision
+    lightning = config.setdefault("lightning", {})
+    trainer = lightning.setdefault("trainer", {})
+    if args.max_steps is not None:
+        trainer.max_steps = int(args.max_steps)
+    if int(trainer.get("max_steps", 0) or 0) <= 0:
+        raise ConfigError(f"max_steps must be positive, got {trainer.get('max_steps')}; pass --max_steps N")
+    if args.actual_resume:
+        config.actual_resume = str(args.actual_resume)
+    return config
+
+
+def run_name(data_root: Any, name: str, postfix: str = "", now: Optional[str] = None) -> tuple[str, str]:
+    """logs/<data folder name><timestamp>_<name><postfix>, as the paper code names runs."""
+    now = now or datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+    roots = _as_list(data_root)
+    prefix = os.path.basename(os.path.normpath(str(roots[0]))) if roots else ""
+    return now, f"{prefix}{now}_{name}{postfix}" if name else f"{prefix}{now}{postfix}"
+
+
+@dataclass
+class ResumeInfo:
+    logdir: Path
+    ckpt: Path
+    configs: list[str]
+
+
+def resolve_resume(resume: str) -> ResumeInfo:
+    """`-r` takes a run directory or a checkpoint inside it; the run's saved configs come first."""
+    path = Path(resume)
+    if not path.exists():
+        raise ConfigError(f"-r {resume}: no such run directory or checkpoint")
+    if path.is_file():
+        logdir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        ckpt = path
+    else:
+        logdir, ckpt = path, path / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise ConfigError(f"-r {resume}: {ckpt} does not exist (the run saved no resumable checkpoint yet)")
+    configs = sorted(str(p) for p in (logdir / "configs").glob("*-project.yaml"))
+    if not configs:
+        raise ConfigError(f"-r {resume}: {logdir / 'configs'} holds no *-project.yaml to rebuild the run from")
+    return ResumeInfo(logdir, ckpt, configs[-1:])

@@ -1,0 +1,49 @@
+"""What the ImageLogger shows: the inputs, their captions, and samples of those captions with and
+without guidance, from a fixed seed so grids of different steps are comparable."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ldm.models.diffusion.sample import sample_latents
+
+
+def caption_images(captions: list[str], size: int) -> torch.Tensor:
+    """Render captions as images [N, 3, size, size] in [-1, 1] (the 'conditioning' grid)."""
+    out = []
+    for text in captions:
+        img = Image.new("RGB", (size, size), "white")
+        draw = ImageDraw.Draw(img)
+        words, lines, line = text.split(), [], ""
+        for word in words:  # crude wrap: ~6 px per character with the default font
+            if len(line) + len(word) + 1 > max(8, size // 7):
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        draw.multiline_text((4, 4), "\n".join(lines), fill="black")
+        out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def log_images(model: Any, batch: Mapping[str, Any], n: int = 4, ddim_steps: int = 50, ddim_eta: float = 0.0,
+               unconditional_guidance_scale: float = 5.0, sampler: str = "ddim", seed: int = 0,
+               **ignored: Any) -> dict[str, torch.Tensor]:
+    captions = list(batch["caption"])[:n]
+    images = batch["image"][:n]
+    cond = model.get_learned_conditioning(captions)
+    h, w = images.shape[-2] // 8, images.shape[-1] // 8
+    shape = (len(captions), model.model.diffusion_model.in_channels, h, w)
+    out = {"inputs": images.float().cpu(), "conditioning": caption_images(captions, images.shape[-1])}
+    for key, scale in (("samples", 1.0), ("samples_scaled", unconditional_guidance_scale)):
+        uncond = model.get_learned_conditioning([""] * len(captions)) if scale != 1.0 else None
+        g = torch.Generator("cpu").manual_seed(seed)
+        z = sample_latents(model, cond, uncond, shape=shape, generator=g, sampler=sampler, steps=ddim_steps,
+                           cfg_scale=scale, eta=ddim_eta)
+        out[key] = model.decode_first_stage(z).float().cpu()
+    return out

@@ -1,0 +1,69 @@
+"""One textual-inversion step: cached latents -> noised at a seeded timestep -> UNet under the spliced
+prompt -> loss. Gradients reach only the embedding manager's vectors."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import torch
+
+from ldm.training.config import TrainingConfig
+from ldm.training.latent_cache import LatentCache
+from ldm.training.loss import diffusion_loss
+from ldm.training.lr_schedule import make_schedule
+from ldm.training.step_rng import step_generator
+
+log = logging.getLogger(__name__)
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TextualInversionObjective:
+    """Plain helper owned by LatentDiffusion (kept out of its module tree so it adds no state)."""
+
+    def __init__(self, model: Any, config: TrainingConfig):
+        self.model = model
+        self.config = config
+        self.latents = LatentCache(config.latent_sampling, seed=config.seed)
+
+    def prepare_networks(self) -> None:
+        m, c = self.model, self.config
+        if c.network_precision != "fp32":
+            m.set_network_dtype(_DTYPES[c.network_precision])
+            m.embedding_manager.float()  # the vectors stay fp32; they are cast at the splice
+        if c.gradient_checkpointing:
+            for module in m.model.diffusion_model.modules():
+                if hasattr(module, "use_checkpoint"):
+                    module.use_checkpoint = True
+        if c.embedding_reg_weight is not None:
+            m.embedding_manager.embedding_reg_weight = c.embedding_reg_weight
+        trainable = [n for n, p in m.named_parameters() if p.requires_grad and not n.startswith("embedding_manager.")]
+        if trainable:
+            raise RuntimeError(f"frozen networks have trainable parameters: {trainable[:3]}")
+
+    def _encode(self, images: torch.Tensor):
+        return self.model.encode_first_stage(images)
+
+    def __call__(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        m = self.model
+        images = batch["image"].to(m.device)
+        rank = m.global_rank if m._trainer is not None else 0
+        g = step_generator(self.config.seed, int(batch["k"][0]), rank)
+        keys = [(int(i), int(f)) for i, f in zip(batch["image_index"], batch["flip"])]
+        z = m.scale_factor * self.latents.get(keys, images, self._encode, g)
+        t = torch.randint(0, m.num_timesteps, (z.shape[0],), generator=g).to(m.device)
+        noise = torch.randn(z.shape, generator=g).to(m.device)
+        cond = m.get_learned_conditioning(list(batch["caption"]))
+        eps = m.apply_model(m.q_sample(z, t, noise), t, cond)
+        mask = batch.get("weight")
+        mse = diffusion_loss(eps, noise, t, m.alphas_cumprod, self.config.min_snr_gamma,
+                             mask.to(m.device) if mask is not None else None)
+        reg = m.embedding_manager.regularization_loss()
+        return mse + reg, {"loss_simple": mse.detach(), "loss_reg": reg.detach()}
+
+    def configure_optimizers(self, lr: float, max_steps: int) -> dict:
+        params = self.model.embedding_manager.embedding_parameters()
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)
+        c = self.config
+        schedule = make_schedule(c.lr_schedule, lr, max_steps, c.lr_schedule_string, c.lr_warmup_steps, c.min_lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step) / lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,166 @@
+"""The training run: validate inputs, build data and model, create the run directory, fit, finish."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import DictConfig, OmegaConf
+
+from ldm.callbacks import EmbeddingSnapshot, LossCurve, ResumeCheckpoint, SetupCallback
+from ldm.errors import ConfigError
+from ldm.training.checkpoint_io import AtomicCheckpointIO
+from ldm.training.launch import apply_cli, merge_configs, parse_gpus, resolve_resume, run_name
+from ldm.util import instantiate_from_config, seed_everything
+
+log = logging.getLogger(__name__)
+
+RUN_NOW_ENV = "LDM_TI_RUN_TIMESTAMP"
+
+# Trainer settings the run owns: data order, checkpointing and validation are handled by our parts.
+_OWNED = dict(use_distributed_sampler=False, enable_checkpointing=False, num_sanity_val_steps=0,
+              limit_val_batches=0, max_epochs=-1)
+
+
+def accelerator_args(gpus: Optional[list[int]], num_nodes: int, cpu_processes: int = 1) -> dict[str, Any]:
+    """GPUs from --gpus; on the CPU, `lightning.trainer.devices=N` runs N gloo DDP processes."""
+    if gpus and not torch.cuda.is_available():
+        log.warning("--gpus %s asked for GPUs but CUDA is not available; training on the CPU", gpus)
+        gpus = None
+    if not gpus:
+        return {"accelerator": "cpu", "devices": int(cpu_processes), "num_nodes": num_nodes}
+    return {"accelerator": "gpu", "devices": gpus, "num_nodes": num_nodes}
+
+
+def build_model(config: DictConfig, actual_resume: Optional[str], embedding_ckpt: Optional[str]) -> pl.LightningModule:
+    from ldm.model_loading import load_model_from_config
+
+    if actual_resume:
+        model = load_model_from_config(config, actual_resume, device="cpu")
+    else:
+        log.warning("no --actual_resume: the networks keep their random initialisation (tests and toy configs only)")
+        model = instantiate_from_config(config.model)
+    if embedding_ckpt:
+        model.embedding_manager.load(embedding_ckpt)
+    lr = float(config.model.get("base_learning_rate", 5e-3))
+    model.learning_rate = lr
+    return model
+
+
+def scaled_lr(base_lr: float, accumulate: int, devices: int, num_nodes: int, batch_size: int, scale: bool) -> float:
+    """Paper rule: lr = accumulate_grad_batches x devices x batch_size x base_lr (when --scale_lr)."""
+    if not scale:
+        return base_lr
+    lr = accumulate * devices * num_nodes * batch_size * base_lr
+    log.info("lr = %d (accumulate) x %d (devices) x %d (nodes) x %d (batch) x %.2e (base) = %.2e",
+             accumulate, devices, num_nodes, batch_size, base_lr, lr)
+    return lr
+
+
+def _config_and_data(args: Any, overrides: list[str]):
+    resume = resolve_resume(args.resume) if args.resume else None
+    base = (resume.configs if resume else []) + list(args.base)
+    if not base:
+        raise ConfigError("no config: pass --base configs/stable-diffusion/v1-finetune.yaml (or -r <logdir>)")
+    config = apply_cli(merge_configs(base, overrides), args)
+    seed_everything(args.seed)
+    data = instantiate_from_config(config.data)
+    data.prepare_data()
+    data.setup("fit")  # decodes every image: a corrupt file fails here, before anything is written
+    return resume, config, data
+
+
+def debug_dataset(args: Any, overrides: list[str], n: int = 8) -> list[str]:
+    """--debug_dataset: the captions and token ids the run would train on."""
+    from ldm.modules.encoders.tokenizer import load_tokenizer
+
+    _, _, data = _config_and_data(args, overrides)
+    tokenizer = load_tokenizer()
+    return [f"k={k} image={index} flip={int(flip)} caption={caption!r} ids={tokenizer(caption).input_ids}"
+            for k, caption, index, flip in data.train_dataset.debug_items(n)]
+
+
+def train(args: Any, overrides: list[str]) -> Path:
+    """Run textual-inversion training as main.py describes; returns the run directory."""
+    resume, config, data = _config_and_data(args, overrides)
+    gpus = parse_gpus(args.gpus)
+    num_nodes = int(args.num_nodes)
+    lightning_config = config.pop("lightning", OmegaConf.create())
+    trainer_kwargs = OmegaConf.to_container(lightning_config.get("trainer", {}), resolve=True)
+    actual_resume = config.get("actual_resume")
+    if actual_resume and not Path(actual_resume).is_file():
+        raise ConfigError(f"--actual_resume {actual_resume}: no such checkpoint file")
+    model = build_model(config, actual_resume, args.embedding_manager_ckpt)
+
+    if resume:
+        logdir, now = resume.logdir, resume.logdir.name
+        remove_stale_temp_files(logdir)
+    else:
+        now, name = run_name(config.data.params.train.params.data_root, args.name, args.postfix,
+                             now=os.environ.get(RUN_NOW_ENV))
+        logdir = Path(args.logdir) / name
+    os.environ[RUN_NOW_ENV] = now  # DDP ranks re-run this script: they must pick the same run directory
+    ckptdir = logdir / "checkpoints"
+    cpu_processes = int(trainer_kwargs.get("devices", 1) or 1) if not gpus else 1
+    accel = accelerator_args(gpus, num_nodes, cpu_processes)
+    devices = len(accel["devices"]) if isinstance(accel["devices"], list) else accel["devices"]
+    accumulate = int(trainer_kwargs.get("accumulate_grad_batches", 1))
+    model.learning_rate = scaled_lr(model.learning_rate, accumulate, devices, num_nodes,
+                                    int(config.data.params.batch_size), args.scale_lr)
+
+    every = int(OmegaConf.select(lightning_config, "modelcheckpoint.params.every_n_train_steps", default=500))
+    callbacks = [SetupCallback(str(logdir), now, OmegaConf.merge(config, {"lightning": lightning_config}), lightning_config),
+                 EmbeddingSnapshot(str(ckptdir), every, sd_checkpoint=actual_resume),
+                 ResumeCheckpoint(str(ckptdir), every), LossCurve(str(logdir))]
+    for cb_config in (lightning_config.get("callbacks") or {}).values():
+        cb_params = dict(cb_config.get("params") or {})
+        callbacks.append(instantiate_from_config({"target": _target(cb_config.target), "params": {**cb_params, "logdir": str(logdir)}}))
+    strategy = DDPStrategy(find_unused_parameters=True) if devices * num_nodes > 1 else "auto"
+    trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if k not in ("gpus", "accelerator", "devices", "strategy")}
+    trainer = pl.Trainer(**trainer_kwargs, **accel, **_OWNED, strategy=strategy, callbacks=callbacks,
+                         plugins=[AtomicCheckpointIO()], default_root_dir=str(logdir),
+                         logger=_loggers(logdir), log_every_n_steps=model.training_config.log_every_n_steps)
+    start_step = _resume_step(resume.ckpt) if resume else 0
+    data.set_start_batch(start_step * accumulate)
+    try:
+        trainer.fit(model, data, ckpt_path=str(resume.ckpt) if resume else None)
+    except KeyboardInterrupt:  # keep what was learned: Lightning already ran on_exception; save explicitly
+        log.warning("interrupted at step %d; saving the embedding and a resumable checkpoint", trainer.global_step)
+        if trainer.global_rank == 0:
+            model.embedding_manager.save(ckptdir / "embeddings.pt", step=trainer.global_step, checkpoint=actual_resume)
+        trainer.save_checkpoint(ckptdir / "last.ckpt")
+        raise
+    return logdir
+
+
+def remove_stale_temp_files(logdir: Path) -> None:
+    """A run killed mid-write leaves `.name.XXXX.tmp` files; the real files are intact, drop the temps."""
+    for tmp in logdir.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _target(target: str) -> str:
+    """Old configs name `main.ImageLogger`; the callbacks live in ldm.callbacks now."""
+    return f"ldm.callbacks.{target.split('.', 1)[1]}" if target.startswith("main.") else target
+
+
+def _loggers(logdir: Path) -> list:
+    loggers = [CSVLogger(str(logdir), name="csv", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(logdir), name="tensorboard", version=""))
+    except (ImportError, ModuleNotFoundError):
+        log.info("tensorboard is not installed; losses go to the CSV log only")
+    return loggers
+
+
+def _resume_step(ckpt: Path) -> int:
+    from ldm.safe_load import safe_torch_load
+
+    return int(safe_torch_load(ckpt).get("global_step", 0))
