@@ -13,7 +13,7 @@ from ldm.devices import choose_device, choose_dtype
 from ldm.errors import ConfigError
 from ldm.image_utils import tensor_to_pil
 from ldm.model_loading import load_model_from_config
-from ldm.models.diffusion.sample import sample_latents
+from ldm.models.diffusion.sample import check_steps, sample_latents, sampler_step_count
 from ldm.models.diffusion.sampling import get_sampler
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ class Generate:
                                                 device=self.device, dtype=self.dtype)
         return self.model
 
+    def step_count(self, steps: int, sampler_name: Optional[str] = None, karras: bool = False) -> int:
+        """Steps the sampler will actually run (for progress bars)."""
+        return sampler_step_count(self.load_model(), sampler_name or self.sampler_name, steps, karras)
+
     @torch.no_grad()
     def conditioning(self, prompts: list[str]) -> torch.Tensor:
         return self.load_model().get_learned_conditioning(prompts)
@@ -67,6 +71,7 @@ class Generate:
                 image_callback: Optional[Callable[[Image.Image, int], None]] = None) -> list[tuple[Image.Image, int]]:
         """`iterations` batches of `batch_size` images; batch i uses seed + i. Returns [(image, seed), ...]."""
         check_size(width, height)
+        check_steps(steps)
         sampler = sampler_name or self.sampler_name
         get_sampler(sampler)
         model = self.load_model()

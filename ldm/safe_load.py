@@ -65,7 +65,11 @@ def safe_torch_load(path: PathLike, extra_globals: Iterable = ()) -> Any:
                 f"refusing to load {path}: its pickle asks for '{found.group(1)}', which is not on the allow-list "
                 "of what model and embedding files contain (it could run code); use a .safetensors copy or a "
                 "trusted source") from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        # torch's text starts with advice to retry with weights_only=False; report only the actual reason.
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+        reason = detail.group(1).strip()[:200] if detail else _first_line(exc)
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason}); "
+                              "pass a .ckpt/.pt/.safetensors weights file") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); "
                               "pass a .ckpt/.pt/.safetensors weights file") from None

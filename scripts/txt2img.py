@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="autocast",
                    help="full (fp32), autocast (fp16 on GPUs, fp32 on the CPU), fp16 or bf16")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO); by default only warnings")
     return p.parse_args(argv)
 
 
@@ -65,8 +66,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     from ldm.fileio import save_png
     from ldm.generate import Generate, check_size
     from ldm.image_utils import make_grid
+    from ldm.models.diffusion.sample import check_steps
 
     check_size(args.W, args.H)
+    check_steps(args.ddim_steps)
     prompts = read_prompts(args)
     sampler = args.sampler or ("plms" if args.plms else "ddim")
     gen = Generate(config=args.config, weights=args.ckpt, device=args.device, precision=args.precision,
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     count = next_index(sample_dir, "*.png")
     written, all_images = [], []
     for prompt in prompts:
-        with tqdm(total=args.ddim_steps * args.n_iter, desc="sampling", unit="step") as bar:
+        total = gen.step_count(args.ddim_steps, sampler, args.karras) * args.n_iter
+        with tqdm(total=total, desc="sampling", unit="step") as bar:
             results = gen.txt2img(prompt, negative_prompt=args.negative_prompt, iterations=args.n_iter,
                                   batch_size=args.n_samples, steps=args.ddim_steps, seed=args.seed,
                                   cfg_scale=args.scale, ddim_eta=args.ddim_eta, width=args.W, height=args.H,
@@ -97,7 +101,9 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # INFO only on request: on a user error, stderr must hold the one-line message and nothing else.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         written = run(args)
     except LdmUserError as exc:

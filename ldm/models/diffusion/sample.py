@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ldm.errors import ConfigError
 from ldm.models.diffusion.denoiser import CompVisDenoiser
 from ldm.models.diffusion.guidance import CFGDenoiser
 from ldm.models.diffusion.sampling import default_noise_sampler, get_sampler, make_sigmas
@@ -17,6 +18,20 @@ def initial_noise(shape: Sequence[int], generator: torch.Generator, device: torc
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
+MAX_STEPS = 1000
+
+
+def check_steps(steps: int) -> None:
+    if not 1 <= int(steps) <= MAX_STEPS:
+        raise ConfigError(f"steps {steps} is out of range; use 1 to {MAX_STEPS} (e.g. 50)")
+
+
+def sampler_step_count(model: nn.Module, sampler: str, steps: int, karras: bool = False) -> int:
+    """How many steps a sampler will take (ddim/plms round to the CompVis timestep spacing)."""
+    check_steps(steps)
+    return len(make_sigmas(get_sampler(sampler), CompVisDenoiser(model), steps, karras=karras)) - 1
+
+
 @torch.no_grad()
 def sample_latents(model: nn.Module, cond: torch.Tensor, uncond: Optional[torch.Tensor], *, shape: Sequence[int],
                    generator: torch.Generator, sampler: str = "ddim", steps: int = 50, cfg_scale: float = 7.5,
@@ -25,8 +40,7 @@ def sample_latents(model: nn.Module, cond: torch.Tensor, uncond: Optional[torch.
                    denoiser: Optional[CompVisDenoiser] = None) -> torch.Tensor:
     """Sample SD latents of `shape` [B, C, H/8, W/8] for contexts `cond` (and `uncond` for guidance)."""
     spec = get_sampler(sampler)
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    check_steps(steps)
     device = cond.device
     denoiser = denoiser if denoiser is not None else CompVisDenoiser(model).to(device)
     sigmas = make_sigmas(spec, denoiser, steps, karras=karras).to(device)
