@@ -1,9 +1,12 @@
 """Small resumable `last.ckpt` (vectors, optimizer, scheduler, loop state) every N steps and at the end."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
+
+log = logging.getLogger(__name__)
 
 
 class ResumeCheckpoint(pl.Callback):
@@ -24,3 +27,11 @@ class ResumeCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Ctrl-C keeps what was learned: a resumable checkpoint and the current embedding."""
+        if isinstance(exception, KeyboardInterrupt):
+            log.warning("interrupted at step %d; saving last.ckpt and embeddings.pt", trainer.global_step)
+            self._save(trainer)
+            if trainer.global_rank == 0:
+                pl_module.embedding_manager.save(self.path.parent / "embeddings.pt", step=trainer.global_step)

@@ -127,14 +127,7 @@ def train(args: Any, overrides: list[str]) -> Path:
                          logger=_loggers(logdir), log_every_n_steps=model.training_config.log_every_n_steps)
     start_step = _resume_step(resume.ckpt) if resume else 0
     data.set_start_batch(start_step * accumulate)
-    try:
-        trainer.fit(model, data, ckpt_path=str(resume.ckpt) if resume else None)
-    except KeyboardInterrupt:  # keep what was learned: Lightning already ran on_exception; save explicitly
-        log.warning("interrupted at step %d; saving the embedding and a resumable checkpoint", trainer.global_step)
-        if trainer.global_rank == 0:
-            model.embedding_manager.save(ckptdir / "embeddings.pt", step=trainer.global_step, checkpoint=actual_resume)
-        trainer.save_checkpoint(ckptdir / "last.ckpt")
-        raise
+    trainer.fit(model, data, ckpt_path=str(resume.ckpt) if resume else None)
     return logdir
 
 

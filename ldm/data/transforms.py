@@ -1,0 +1,51 @@
+"""Square crops and resizes shared by the datasets and the preprocessing tool."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ldm.errors import ConfigError
+from ldm.image_utils import pil_to_tensor
+
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def resolve_interpolation(name: str) -> Image.Resampling:
+    try:
+        return INTERPOLATIONS[str(name).lower()]
+    except KeyError:
+        raise ConfigError(f"interpolation {name!r} is unknown; choose one of: {', '.join(INTERPOLATIONS)}") from None
+
+
+def center_square_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred square."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def square_resize(image: Image.Image, size: int, center_crop: bool, resample: Image.Resampling) -> Image.Image:
+    """size x size: the centre square when `center_crop`, else the whole image squeezed to a square."""
+    if center_crop:
+        image = image.crop(center_square_box(*image.size))
+    return image.resize((size, size), resample=resample)
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL -> FloatTensor [3, H, W] in [-1, 1]."""
+    return pil_to_tensor(image)[0].contiguous()
+
+
+def mask_tensor(mask: Optional[Image.Image], size: int) -> torch.Tensor:
+    """"L" mask -> FloatTensor [1, H, W] in [0, 1]; None -> ones (fully weighted)."""
+    if mask is None:
+        return torch.ones(1, size, size)
+    return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None].contiguous()
