@@ -22,7 +22,7 @@ class TrainingConfig:
     network_precision: str = "fp32"     # dtype of the frozen networks; the vectors stay fp32
     gradient_checkpointing: bool = False
     embedding_reg_weight: Optional[float] = None  # overrides the embedding manager's when set
-    log_every_n_steps: int = 50
+    log_every_n_steps: int = 10
 
     # Paper configs put these directly under model.params.
     TOP_LEVEL_KEYS = ("embedding_reg_weight",)

@@ -40,7 +40,11 @@ def merge_configs(base: list[str], overrides: list[str]) -> DictConfig:
 
 
 def _as_list(value: Any) -> list:
-    return [] if value is None else (list(value) if isinstance(value, (list, tuple)) else [value])
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
+        return list(value)
+    return [value]
 
 
 def apply_cli(config: DictConfig, args: Any) -> DictConfig:

@@ -1,0 +1,265 @@
+"""EmbeddingManager: learned vectors for placeholder words, spliced into the CLIP token embeddings.
+
+Placeholders are any strings ("*", "<my-cat>", "ajaj") matched as CLIP token sequences. Each occurrence
+in a prompt is replaced by the placeholder's active vectors, and the CLIP transformer then runs on those
+token embeddings through `FrozenCLIPEmbedder.encode_embeddings` - CLIP itself is never patched.
+
+State: `learned.<i>` (the trainable vectors of placeholder i, float32 whatever the text encoder's dtype)
+and `initial_<i>` (their starting values, the anchor of the regulariser). The embedder is referenced, not
+owned, so the manager's state_dict holds only these tensors. A placeholder absent from a batch keeps
+grad None, so AdamW leaves it alone (DDP therefore needs find_unused_parameters=True).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ldm.embeddings import PAPER, EmbeddingFileError, LoadedEmbedding, read_embedding_file, write_embedding_file
+from ldm.errors import ConfigError
+from ldm.modules.placeholder_tokens import PlaceholderTokens
+
+log = logging.getLogger(__name__)
+
+PROGRESSIVE_STEPS = 2000  # progressive_words: one more active vector every this many steps (paper value)
+# Used only if ldm.data.templates is missing; the dataset must use the same list for per-image captions.
+FALLBACK_PER_IMAGE_TOKENS = list("αβγδεζηθικλμνξπρστυφχψω")
+
+PathLike = Union[str, Path]
+Source = Union[PathLike, LoadedEmbedding]
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    """A config value that should be a string or a list of strings (OmegaConf lists included)."""
+    items = [] if value is None else [value] if isinstance(value, str) else list(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ConfigError(f"{key}[{i}] is {type(item).__name__} {item!r}, not a string; "
+                              f"write e.g. {key}: ['*']")
+    return items
+
+
+def per_image_token_list(per_image_tokens: Any) -> list[str]:
+    """per_image_tokens: False/None -> none; True -> the dataset's list; a list of strings -> those."""
+    if not per_image_tokens:
+        return []
+    if per_image_tokens is True:
+        try:  # imported lazily: the model code must not depend on the data package at import time
+            from ldm.data.templates import PER_IMAGE_TOKENS
+        except ImportError:
+            return list(FALLBACK_PER_IMAGE_TOKENS)
+        return list(PER_IMAGE_TOKENS)
+    return _strings(per_image_tokens, "per_image_tokens")
+
+
+class EmbeddingManager(nn.Module):
+    def __init__(self, embedder: nn.Module, placeholder_strings: Sequence[str] = ("*",),
+                 initializer_words: Optional[Sequence[str]] = None, per_image_tokens: Any = False,
+                 num_vectors_per_token: int = 1, progressive_words: bool = False,
+                 embedding_reg_weight: float = 0.0, **ignored: Any):
+        super().__init__()
+        object.__setattr__(self, "embedder", embedder)  # a plain reference: no submodule, no state
+        if ignored:
+            log.warning("EmbeddingManager ignores unknown config keys: %s", ", ".join(sorted(ignored)))
+        n = num_vectors_per_token
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"num_vectors_per_token={n!r}; use a whole number >= 1 (e.g. 1 to 8)")
+        main = _strings(placeholder_strings, "placeholder_strings")
+        if not main:
+            raise ConfigError("placeholder_strings is empty; give at least one, e.g. ['*']")
+        self.num_main = len(main)
+        self.tokens = PlaceholderTokens(self.tokenizer, main + per_image_token_list(per_image_tokens))
+        self.num_vectors_per_token = n
+        self.progressive_words = bool(progressive_words)
+        self.embedding_reg_weight = float(embedding_reg_weight)
+        self._step: Optional[int] = None  # None: every vector active (inference)
+
+        words = _strings(initializer_words, "initializer_words")
+        if len(words) > len(main):
+            raise ConfigError(f"{len(words)} initializer_words for {len(main)} placeholder_strings; "
+                              "give at most one init text per placeholder")
+        self.learned = nn.ParameterList()
+        for i, placeholder in enumerate(self.placeholders):
+            init = self._initial_vectors(placeholder, words[i] if i < len(words) else None, is_main=i < len(main))
+            self.learned.append(nn.Parameter(init.clone(), requires_grad=True))
+            self.register_buffer(f"initial_{i}", init.clone())
+
+    # -- the embedder's parts (looked up each time: the embedder may be moved or cast) ------------------
+    @property
+    def tokenizer(self):
+        return self.embedder.tokenizer
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.embedder.text_model.embeddings.token_embedding
+
+    @property
+    def dim(self) -> int:
+        return int(self.token_embedding.weight.shape[1])
+
+    def _initial_vectors(self, placeholder: str, text: Optional[str], is_main: bool) -> torch.Tensor:
+        """Init text -> its token embeddings (vector i takes token i * n_tokens // n_vectors); else random."""
+        weight = self.token_embedding.weight.detach()
+        n = self.num_vectors_per_token
+        if text is None:
+            if is_main:
+                log.warning("placeholder %r has no initializer word; starting from small random vectors", placeholder)
+            # Scaled like real token embeddings (the paper's uniform [0, 1) init is ~40x too large).
+            scale = weight.float().std()
+            return torch.randn(n, weight.shape[1]).to(weight.device) * scale
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ConfigError(f"initializer word {text!r} for placeholder {placeholder!r} has no tokens; "
+                              "use a word such as 'sculpture', or leave it out for a random start")
+        if len(ids) > n:
+            log.info("init text %r has %d tokens for %d vector(s) of %r; using every %.3gth token",
+                     text, len(ids), n, placeholder, len(ids) / n)
+        rows = [ids[i * len(ids) // n] for i in range(n)]
+        return weight[rows].float().clone()
+
+    # -- introspection ------------------------------------------------------------------------------------
+    @property
+    def placeholders(self) -> list[str]:
+        return list(self.tokens.strings)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return list(self.learned)
+
+    def _index(self, placeholder: str) -> int:
+        try:
+            return self.tokens.strings.index(placeholder)
+        except ValueError:
+            raise ConfigError(f"no placeholder {placeholder!r}; this manager has {self.placeholders[:5]}") from None
+
+    def vectors(self, placeholder: str) -> torch.Tensor:
+        """The live parameter [n, dim] of `placeholder` (all vectors, active or not)."""
+        return self.learned[self._index(placeholder)]
+
+    def initial_vectors(self, placeholder: str) -> torch.Tensor:
+        return getattr(self, f"initial_{self._index(placeholder)}")
+
+    def set_step(self, step: int) -> None:
+        """progressive_words: the active vector count is a pure function of the global step (resume-safe)."""
+        self._step = int(step)
+
+    def num_active(self, index: int) -> int:
+        n = int(self.learned[index].shape[0])
+        if not self.progressive_words or self._step is None:
+            return n
+        return min(n, 1 + self._step // PROGRESSIVE_STEPS)
+
+    # -- the splice -----------------------------------------------------------------------------------------
+    def embed_prompts(self, texts: Sequence[str], max_length: int = 77
+                      ) -> tuple[torch.Tensor, list[list[tuple[str, int]]]]:
+        """Prompts -> (token embeddings [B, max_length, D] with the learned vectors spliced in,
+        per prompt the (placeholder, position) of every spliced vector)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        active = [self.num_active(i) for i in range(len(self.learned))]
+        ids, slots = self.tokens.layout(self.tokenizer, texts, active, max_length)
+        emb = self.token_embedding
+        embeds = emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+        flat = [(b, pos, p, v) for b, row in enumerate(slots) for pos, p, v in row]
+        if flat:
+            # Only the placeholders in these prompts join the graph: the others keep grad None, so the
+            # optimizer skips them (no weight decay or moment updates for absent words).
+            used = sorted({p for _, _, p, _ in flat})
+            offsets, total = {}, 0
+            for p in used:
+                offsets[p], total = total, total + active[p]
+            table = torch.cat([self.learned[p][: active[p]] for p in used])
+            rows = torch.tensor([offsets[p] + v for _, _, p, v in flat], device=table.device)
+            values = table[rows].to(device=embeds.device, dtype=embeds.dtype)  # cast at the splice
+            b_idx = torch.tensor([b for b, _, _, _ in flat], device=embeds.device)
+            pos_idx = torch.tensor([pos for _, pos, _, _ in flat], device=embeds.device)
+            embeds = embeds.index_put((b_idx, pos_idx), values)
+        names = self.tokens.strings
+        where = [[(names[p], pos) for pos, p, _ in row] for row in slots]
+        log.debug("spliced placeholders: %s", where)
+        return embeds, where
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.embed_prompts(texts, self.embedder.max_length)[0]
+
+    def encode(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+        """Prompts -> conditioning [B, 77, D] from the CLIP transformer, with the learned words in place."""
+        return self.embedder.encode_embeddings(self(texts))
+
+    # -- regulariser ------------------------------------------------------------------------------------------
+    def regularization_loss(self) -> torch.Tensor:
+        """embedding_reg_weight x mean over vectors of the squared L2 distance to their initial values."""
+        device = self.learned[0].device
+        if self.embedding_reg_weight == 0:
+            return torch.zeros((), device=device)
+        diffs = [p - getattr(self, f"initial_{i}").to(p.device) for i, p in enumerate(self.learned)]
+        return self.embedding_reg_weight * torch.cat(diffs).pow(2).sum(-1).mean()
+
+    # -- files --------------------------------------------------------------------------------------------
+    def to_embeddings(self, step: Optional[int] = None, checkpoint: Optional[str] = None,
+                      name: Optional[str] = None, include_per_image: bool = False) -> list[LoadedEmbedding]:
+        """The learned terms (active vectors only, i.e. what the prompts saw). `name` names a single
+        placeholder's term (default: the placeholder string); per-image tokens only on request."""
+        count = len(self.learned) if include_per_image else self.num_main
+        if name is not None and count != 1:
+            raise ConfigError(f"name={name!r} needs a single placeholder; this manager has {count}")
+        terms = []
+        for i in range(count):
+            placeholder = self.tokens.strings[i]
+            vectors = self.learned[i][: self.num_active(i)].detach().to("cpu", torch.float32).clone()
+            terms.append(LoadedEmbedding(name=name or placeholder, vectors=vectors, token=placeholder, step=step,
+                                         checkpoint=checkpoint, source=None, format=PAPER))
+        return terms
+
+    def save(self, path: PathLike, step: Optional[int] = None, checkpoint: Optional[str] = None,
+             name: Optional[str] = None, format: Optional[str] = None) -> Path:
+        """Write the learned terms atomically (paper .pt unless the suffix or `format` says otherwise)."""
+        token_ids = {s: seq[0] for s, seq in zip(self.tokens.strings, self.tokens.sequences)}
+        return write_embedding_file(path, self.to_embeddings(step, checkpoint, name), format=format,
+                                    token_ids=token_ids)
+
+    @torch.no_grad()
+    def load(self, source: Union[Source, Sequence[Source]]) -> None:
+        """Load terms from files (any format) or LoadedEmbedding objects: a term goes to the placeholder its
+        token or name equals, the others to the remaining placeholders in order."""
+        items = [source] if isinstance(source, (str, Path, LoadedEmbedding)) else list(source)
+        terms: list[LoadedEmbedding] = []
+        for item in items:
+            terms += [item] if isinstance(item, LoadedEmbedding) else read_embedding_file(item)
+        for t in terms:
+            if t.dim != self.dim:
+                raise EmbeddingFileError(
+                    f"{t.source or t.name}: term {t.name!r} is {t.dim} wide but this model's text encoder takes "
+                    f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model")
+        index = {s: i for i, s in enumerate(self.tokens.strings)}
+        chosen: dict[int, LoadedEmbedding] = {}
+        rest = []
+        for t in terms:
+            i = index[t.token] if t.token in index else index.get(t.name)
+            if i is not None and i not in chosen:
+                chosen[i] = t
+            else:
+                rest.append(t)
+        free = [i for i in range(len(self.learned)) if i not in chosen]
+        if len(rest) > len(free):
+            where = ", ".join(sorted({str(t.source or t.name) for t in terms}))
+            raise EmbeddingFileError(f"{where}: {len(terms)} terms but the manager has {len(self.learned)} "
+                                     "placeholder(s); add placeholder_strings or load fewer terms")
+        chosen.update(zip(free, rest))
+        for i, t in sorted(chosen.items()):
+            self._assign(i, t)
+
+    def _assign(self, i: int, term: LoadedEmbedding) -> None:
+        param = self.learned[i]
+        vectors = term.vectors.to(device=param.device, dtype=torch.float32)
+        if vectors.shape == param.shape:
+            param.copy_(vectors)  # in place: an optimizer already holding the parameter keeps working
+        else:
+            # The file defines the term: adopt its vector count; the regulariser anchors at the loaded values.
+            log.info("placeholder %r now has %d vectors (was %d), as in %s",
+                     self.tokens.strings[i], vectors.shape[0], param.shape[0], term.source or term.name)
+            self.learned[i] = nn.Parameter(vectors.clone(), requires_grad=True)
+            self.register_buffer(f"initial_{i}", vectors.clone())
+        log.info("loaded %r (%d vectors) from %s into placeholder %r", term.name, vectors.shape[0],
+                 term.source or "memory", self.tokens.strings[i])

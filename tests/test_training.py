@@ -1,0 +1,177 @@
+"""Textual-inversion training end to end on the tiny model: it learns, writes the documented run
+directory, freezes every network, resumes after SIGKILL exactly, and refuses bad input."""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sd_helpers import ROOT
+from train_helpers import (TINY_FINETUNE, fixed_eval_loss, load_images, make_concept, only_run_dir, run_main,
+                           tiny_env, train_args)
+
+
+@pytest.fixture(scope="module")
+def concept(tmp_path_factory) -> Path:
+    return make_concept(tmp_path_factory.mktemp("data") / "reddisc")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_ckpt, concept, tmp_path_factory):
+    """One 40-step run shared by the checks below."""
+    logdir = tmp_path_factory.mktemp("logs")
+    result = run_main(train_args(tiny_ckpt, concept, logdir, steps=40))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run_dir(logdir)
+
+
+def test_run_directory_layout(trained, concept):
+    assert trained.name.startswith("reddisc") and trained.name.endswith("_test")
+    ck = trained / "checkpoints"
+    for name in ("embeddings.pt", "embeddings_gs-4.pt", "embeddings_gs-40.pt", "last.ckpt"):
+        assert (ck / name).is_file(), name
+    assert len(list((trained / "configs").glob("*-project.yaml"))) == 1
+    assert len(list((trained / "configs").glob("*-lightning.yaml"))) == 1
+    for key in ("inputs", "samples", "samples_scaled", "conditioning"):
+        assert list((trained / "images" / "train").glob(f"{key}_gs-000004_*.png")), key
+    assert (trained / "csv" / "metrics.csv").is_file()
+    assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+    assert (trained / "loss.png").is_file()
+    assert not list(trained.rglob(".*.tmp"))  # atomic writes leave no temp files behind
+
+
+def test_resume_checkpoint_is_small_and_holds_only_vectors(trained):
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    assert set(ckpt["state_dict"]) and all(k.startswith("embedding_manager.") for k in ckpt["state_dict"])
+    assert ckpt["global_step"] == 40 and ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+    assert (trained / "checkpoints" / "last.ckpt").stat().st_size < 200_000
+
+
+def test_snapshots_match_the_vectors_of_their_step(trained):
+    from ldm.embeddings import read_embedding_file
+
+    final = read_embedding_file(trained / "checkpoints" / "embeddings.pt")[0]
+    at40 = read_embedding_file(trained / "checkpoints" / "embeddings_gs-40.pt")[0]
+    at4 = read_embedding_file(trained / "checkpoints" / "embeddings_gs-4.pt")[0]
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    (vec_key,) = [k for k in ckpt if "initial" not in k]
+    assert torch.equal(at40.vectors, final.vectors) and torch.equal(at40.vectors, ckpt[vec_key].reshape(at40.vectors.shape))
+    assert at40.step == 40 and at4.step == 4
+    assert not torch.equal(at4.vectors, at40.vectors)
+
+
+def test_training_lowers_the_loss_of_the_concept(trained, tiny_ckpt, concept):
+    from ldm.model_loading import load_model_from_config
+
+    model = load_model_from_config(TINY_FINETUNE, tiny_ckpt)
+    images = load_images(concept)
+    before = fixed_eval_loss(model, images, "a photo of *")
+    model.embedding_manager.load(trained / "checkpoints" / "embeddings.pt")
+    after = fixed_eval_loss(model, images, "a photo of *")
+    assert after < before, (before, after)
+
+
+def test_only_the_placeholder_vectors_change(tiny_ckpt, concept, tmp_path):
+    """Train in-process for a few steps and compare every tensor of the model before and after."""
+    import lightning.pytorch as pl
+    from omegaconf import OmegaConf
+
+    from ldm.model_loading import load_model_from_config
+    from ldm.util import instantiate_from_config
+
+    cfg = OmegaConf.load(TINY_FINETUNE)
+    cfg.data.params.train.params.data_root = str(concept)
+    model = load_model_from_config(cfg, tiny_ckpt)
+    model.learning_rate = 5e-2
+    before = copy.deepcopy(model.state_dict())
+    data = instantiate_from_config(cfg.data)
+    trainer = pl.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, use_distributed_sampler=False, default_root_dir=str(tmp_path))
+    trainer.fit(model, data)
+    after = model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(k.startswith("embedding_manager.") and "initial" not in k for k in changed), changed
+
+
+def _final_vectors(run_dir: Path) -> torch.Tensor:
+    from ldm.embeddings import read_embedding_file
+
+    return read_embedding_file(run_dir / "checkpoints" / "embeddings.pt")[0].vectors
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tiny_ckpt, concept, tmp_path):
+    steps = 24
+    straight = tmp_path / "straight"
+    assert run_main(train_args(tiny_ckpt, concept, straight, steps)).returncode == 0
+    reference = _final_vectors(only_run_dir(straight))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "main.py", *train_args(tiny_ckpt, concept, killed, steps)],
+                            cwd=ROOT, env=tiny_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once a mid-run checkpoint exists (step 8 or later, before the end)
+        ckpts = list(killed.glob("*/checkpoints/embeddings_gs-8.pt"))
+        if ckpts or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = only_run_dir(killed)
+    assert not (run_dir / "checkpoints" / f"embeddings_gs-{steps}.pt").exists(), "the run finished before the kill"
+    resumed = run_main(["-r", str(run_dir), "--scale_lr", "false", "-s", "7"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.allclose(_final_vectors(run_dir), reference, atol=1e-5, rtol=0)
+    for f in run_dir.rglob("*"):
+        if f.suffix in (".pt", ".ckpt"):
+            torch.load(f, weights_only=True)  # every file loads: none is truncated
+
+
+# -- bad input: one line on stderr, exit 2, nothing written ----------------------------------------
+
+def _bad(args: list[str], logdir: Path) -> str:
+    result = run_main(args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert not logdir.exists() or not any(logdir.iterdir())
+    return lines[0]
+
+
+def test_bad_inputs_each_give_one_line(tiny_ckpt, concept, tmp_path):
+    logs = tmp_path / "logs"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    corrupt = make_concept(tmp_path / "corrupt", n=2)
+    (corrupt / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+
+    def args(data=concept, *extra, steps=4, init_word="sculpture"):
+        return train_args(tiny_ckpt, data, logs, steps, extra, init_word=init_word)
+
+    assert "missing" in _bad(args(tmp_path / "missing"), logs)
+    assert "empty" in _bad(args(empty), logs)
+    assert "broken.png" in _bad(args(corrupt), logs)
+    assert "init" in _bad(args(init_word="   "), logs).lower()
+    assert "photo" in _bad(args(concept, "--placeholder_string", "photo"), logs)
+    assert "*" in _bad(args(concept, "--placeholder_string", "*", "--placeholder_string", "*",
+                            "--data_root", str(concept), "--init_word", "dog"), logs)
+    assert "schedule" in _bad(args(concept, "model.params.training.lr_schedule_string=fast please"), logs)
+    assert "max_steps" in _bad(args(steps=0), logs)
+    assert "--gpus" in _bad(args(concept, "--gpus", "zero"), logs)
+
+
+def test_ddp_two_cpu_processes_sync_and_write_once(tiny_ckpt, concept, tmp_path):
+    logs = tmp_path / "logs"
+    result = run_main(train_args(tiny_ckpt, concept, logs, 8, ("lightning.trainer.devices=2",)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vectors synchronised across 2 ranks" in result.stdout
+    run_dir = only_run_dir(logs)  # both ranks agreed on one run directory
+    assert len(list((run_dir / "configs").glob("*-project.yaml"))) == 1
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 8
