@@ -157,3 +157,29 @@ def test_start_from_embedding_file_and_placeholder_reaches_captions(tiny_ckpt, t
     snap = read_embedding_file(only_run_dir(tmp_path / "logs") / "checkpoints" / "embeddings_gs-4.pt")[0]
     # Four AdamW steps of lr 5e-2 move each coordinate by at most ~0.2 from the file's 0.25.
     assert (snap.vectors - 0.25).abs().max() < 0.25 and not torch.equal(snap.vectors, torch.full((1, 32), 0.25))
+
+
+def test_gpus_flag_means_indices():
+    from ldm.training.launch import parse_gpus
+
+    assert parse_gpus("0,") == [0] and parse_gpus("0") == [0] and parse_gpus("0,1") == [0, 1]
+    assert parse_gpus(None) is None and parse_gpus("") is None
+    for bad in ("zero", "0,x", "-1", "1.5"):
+        with pytest.raises(ConfigError, match="--gpus"):
+            parse_gpus(bad)
+
+
+def test_two_concepts_in_one_run(tiny_ckpt, tmp_path):
+    a, b = make_concept(tmp_path / "a", n=2, seed=1), make_concept(tmp_path / "b", n=2, seed=2)
+    args = ["--base", str(TINY_FINETUNE), "-t", "--actual_resume", str(tiny_ckpt), "-l", str(tmp_path / "logs"),
+            "--data_root", str(a), "--placeholder_string", "<aa>", "--init_word", "cat",
+            "--data_root", str(b), "--placeholder_string", "<bb>", "--init_word", "dog", "--max_steps", "4"]
+    shown = run_main([*args, "--debug_dataset"])
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "<aa>" in shown.stdout and "<bb>" in shown.stdout
+    result = run_main(args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from ldm.embeddings import read_embedding_file
+
+    terms = read_embedding_file(only_run_dir(tmp_path / "logs") / "checkpoints" / "embeddings.pt")
+    assert sorted(t.token for t in terms) == ["<aa>", "<bb>"]
