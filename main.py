@@ -12,10 +12,12 @@ import argparse
 import logging
 import sys
 
+from ldm.cli import run_cli
 from ldm.errors import LdmUserError
 
 # Old configs name these as main.DataModuleFromConfig / main.ImageLogger.
 from ldm.callbacks import ImageLogger  # noqa: F401  (re-exported for config targets)
+from ldm.data.datamodule import DataModuleFromConfig  # noqa: F401
 
 
 def str2bool(value: str) -> bool:
@@ -65,20 +67,16 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ldm.training.run import debug_dataset, train
 
-    try:
+    def body() -> int:
         if args.debug_dataset:
             print("\n".join(debug_dataset(args, overrides)))
             return 0
         if not args.train and not args.resume:
-            print("error: nothing to do; pass -t to train (or -r <logdir> to resume)", file=sys.stderr)
-            return 2
-        logdir = train(args, overrides)
-    except LdmUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"run directory: {logdir}")
-    return 0
+            raise LdmUserError("nothing to do; pass -t to train (or -r <logdir> to resume)")
+        print(f"run directory: {train(args, overrides)}")
+        return 0
 
+    return run_cli(body)
 
 if __name__ == "__main__":
     sys.exit(main())

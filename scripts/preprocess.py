@@ -9,7 +9,7 @@ import logging
 import sys
 
 from ldm.data.preprocess import CROPS, PreprocessOptions, preprocess_folder
-from ldm.errors import LdmUserError
+from ldm.cli import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,14 +37,12 @@ def main(argv=None) -> int:
     options = PreprocessOptions(size=args.size, crop=args.crop, flip=args.flip, split_oversized=args.split_oversized,
                                 caption_from_filename=args.caption_from_filename, min_size=args.min_size,
                                 filename_regex=args.filename_regex)
-    try:
+    def body() -> int:
         written = preprocess_folder(args.src, args.dst, options)
-    except LdmUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} images to {args.dst}")
-    return 0
+        print(f"wrote {len(written)} images to {args.dst}")
+        return 0
 
+    return run_cli(body)
 
 if __name__ == "__main__":
     sys.exit(main())

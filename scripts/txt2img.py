@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ldm.cli import run_cli
 from ldm.errors import LdmUserError
 from ldm.models.diffusion.sampling import SAMPLERS
 
@@ -104,14 +105,12 @@ def main(argv=None) -> int:
     # INFO only on request: on a user error, stderr must hold the one-line message and nothing else.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
+    def body() -> int:
         written = run(args)
-    except LdmUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} files to {args.outdir}")
-    return 0
+        print(f"wrote {len(written)} files to {args.outdir}")
+        return 0
 
+    return run_cli(body)
 
 if __name__ == "__main__":
     sys.exit(main())

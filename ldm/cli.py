@@ -1,0 +1,16 @@
+"""What every command-line entry point shares: a user error is one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from ldm.errors import LdmUserError
+
+
+def run_cli(body: Callable[[], int]) -> int:
+    """Run a script's body; `LdmUserError` becomes `error: <message>` on stderr (no traceback), exit 2."""
+    try:
+        return body()
+    except LdmUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
