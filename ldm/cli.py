@@ -12,5 +12,5 @@ def run_cli(body: Callable[[], int]) -> int:
     try:
         return body()
     except LdmUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")  # the one place ldm writes to a terminal: CLI entry points
         return 2
