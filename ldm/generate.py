@@ -1,25 +1,33 @@
-"""Generate: the programmatic API for making images with an SD v1 model (and, later, learned words)."""
+"""Generate: the programmatic API for making images with an SD v1 model and learned words.
+
+    gen = Generate(weights="sd-v1-4.ckpt", embedding_paths=["logs/.../embeddings.pt"])
+    for image, seed in gen.prompt2image("a photo of * [blurry]", steps=30, seed=42): ...
+
+Prompts go through `ldm.prompts.PromptEncoder`: long prompts are chunked, A1111 emphasis applies, and
+the words of the embedding library (explicit files + an embeddings directory) are spliced in.
+"""
 from __future__ import annotations
 
 import logging
 import random
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from PIL import Image
 
 from ldm.devices import choose_device, choose_dtype
 from ldm.errors import ConfigError
-from ldm.image_utils import tensor_to_pil
+from ldm.image_utils import pil_to_tensor, tensor_to_pil
 from ldm.model_loading import load_model_from_config
-from ldm.models.diffusion.sample import check_steps, sample_latents, sampler_step_count
+from ldm.models.diffusion.sample import check_steps, img2img_steps, sample_latents, sampler_step_count
 from ldm.models.diffusion.sampling import get_sampler
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "stable-diffusion" / "v1-inference.yaml"
 LATENT_FACTOR = 8  # the SD VAE downsamples by 8
+PathLike = Union[str, Path]
 
 
 def check_size(width: int, height: int) -> None:
@@ -33,60 +41,135 @@ def random_seed() -> int:
     return random.randrange(0, 2**32 - 1)
 
 
+def load_init_image(init_img: Union[PathLike, Image.Image], width: int, height: int) -> Image.Image:
+    if isinstance(init_img, Image.Image):
+        image = init_img
+    else:
+        path = Path(init_img).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"init image {path} not found; pass -I with an existing image file")
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"init image {path} cannot be read ({exc}); pass a PNG or JPEG") from None
+    image = image.convert("RGB")
+    return image if image.size == (width, height) else image.resize((width, height), Image.LANCZOS)
+
+
 class Generate:
     """Load once, generate many times. `model` may be passed in already built (tests, training callbacks)."""
 
-    def __init__(self, config: Union[str, Path] = DEFAULT_CONFIG, weights: Optional[Union[str, Path]] = None,
+    def __init__(self, config: PathLike = DEFAULT_CONFIG, weights: Optional[PathLike] = None,
                  device: Optional[str] = None, precision: str = "auto", sampler_name: str = "k_lms",
-                 model: Optional[torch.nn.Module] = None, use_ema: Optional[bool] = None):
+                 model: Optional[torch.nn.Module] = None, use_ema: Optional[bool] = None,
+                 embedding_paths: Sequence[PathLike] = (), embedding_directory: Optional[PathLike] = None,
+                 use_library: Optional[bool] = None):
         self.config, self.weights, self.use_ema = config, weights, use_ema
         self.device = choose_device(device)
         self.dtype = choose_dtype(precision, self.device)
         get_sampler(sampler_name)  # fail now, not after a minute of loading
         self.sampler_name = sampler_name
         self.model = model
+        self.embedding_paths, self.embedding_directory = list(embedding_paths), embedding_directory
+        # A model handed in with its own embedding manager (training, compare scripts) conditions through it.
+        self.use_library = use_library if use_library is not None else model is None or bool(embedding_paths)
+        self._encoder = None
 
+    # -- loading ---------------------------------------------------------------------------------------
     def load_model(self) -> torch.nn.Module:
         if self.model is None:
             if self.weights is None:
                 raise ConfigError("no weights given; pass --ckpt/--weights with an SD v1 .ckpt or .safetensors file")
             log.info("loading %s with %s", self.weights, self.config)
-            self.model = load_model_from_config(self.config, self.weights, use_ema=self.use_ema,
-                                                device=self.device, dtype=self.dtype)
+            self.model = load_model_from_config(self.config, self.weights, use_ema=self.use_ema, device=self.device,
+                                                dtype=self.dtype, with_embedding_manager=False)
         return self.model
 
-    def step_count(self, steps: int, sampler_name: Optional[str] = None, karras: bool = False) -> int:
-        """Steps the sampler will actually run (for progress bars)."""
-        return sampler_step_count(self.load_model(), sampler_name or self.sampler_name, steps, karras)
+    @property
+    def prompt_encoder(self):
+        """The prompt encoder with the embedding library (built on first use, re-scanned on each call)."""
+        if self._encoder is None:
+            from ldm.embeddings.library import EmbeddingLibrary
+            from ldm.prompts.conditioning import PromptEncoder
+
+            model = self.load_model()
+            dim = model.cond_stage_model.text_model.embeddings.token_embedding.embedding_dim
+            library = EmbeddingLibrary(dim, self.embedding_paths, self.embedding_directory)
+            self._encoder = PromptEncoder(model, library)
+        return self._encoder
+
+    @property
+    def library(self):
+        return self.prompt_encoder.library
 
     @torch.no_grad()
     def conditioning(self, prompts: list[str]) -> torch.Tensor:
-        return self.load_model().get_learned_conditioning(prompts)
+        model = self.load_model()
+        if not self.use_library:
+            return model.get_learned_conditioning(prompts)
+        encoder = self.prompt_encoder
+        if encoder.library is not None:
+            encoder.library.refresh()  # pick up files dropped into the embeddings folder
+        return encoder.encode(prompts)
 
+    def step_count(self, steps: int, sampler_name: Optional[str] = None, karras: bool = False,
+                   strength: Optional[float] = None) -> int:
+        """Steps the sampler will actually run (for progress bars)."""
+        total = sampler_step_count(self.load_model(), sampler_name or self.sampler_name, steps, karras)
+        return total if strength is None else img2img_steps(total, strength)
+
+    # -- generation ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def txt2img(self, prompt: str, negative_prompt: str = "", iterations: int = 1, batch_size: int = 1,
-                steps: int = 50, seed: Optional[int] = None, cfg_scale: float = 7.5, ddim_eta: float = 0.0,
-                width: int = 512, height: int = 512, sampler_name: Optional[str] = None, karras: bool = False,
-                step_callback: Optional[Callable[[dict], None]] = None,
-                image_callback: Optional[Callable[[Image.Image, int], None]] = None) -> list[tuple[Image.Image, int]]:
-        """`iterations` batches of `batch_size` images; batch i uses seed + i. Returns [(image, seed), ...]."""
+    def prompt2image(self, prompt: str, iterations: int = 1, steps: int = 50, seed: Optional[int] = None,
+                     cfg_scale: float = 7.5, ddim_eta: float = 0.0, width: int = 512, height: int = 512,
+                     sampler_name: Optional[str] = None, init_img: Union[PathLike, Image.Image, None] = None,
+                     strength: float = 0.75, negative_prompt: str = "", batch_size: int = 1, karras: bool = False,
+                     image_callback: Optional[Callable[[Image.Image, int], None]] = None,
+                     step_callback: Optional[Callable[[dict], None]] = None) -> list[tuple[Image.Image, int]]:
+        """`iterations` batches of `batch_size` images; batch i uses seed + i. Returns [(image, seed), ...].
+
+        With `init_img`, img2img: the image is encoded and `round(strength x steps)` steps re-denoise it.
+        """
         check_size(width, height)
         check_steps(steps)
+        if iterations < 1 or batch_size < 1:
+            raise ConfigError(f"iterations ({iterations}) and batch size ({batch_size}) must be at least 1")
         sampler = sampler_name or self.sampler_name
         get_sampler(sampler)
+        init = load_init_image(init_img, width, height) if init_img is not None else None
+        if init is not None:
+            img2img_steps(steps, strength)  # validates strength before any work
         model = self.load_model()
         seed = random_seed() if seed is None else int(seed)
-        cond = self.conditioning([prompt] * batch_size)
-        uncond = self.conditioning([negative_prompt] * batch_size) if cfg_scale != 1.0 else None
-        channels = model.model.diffusion_model.in_channels
-        shape = (batch_size, channels, height // LATENT_FACTOR, width // LATENT_FACTOR)
+        if cfg_scale != 1.0:  # one call: prompts of different chunk counts are padded with empty chunks
+            both = self.conditioning([prompt] * batch_size + [negative_prompt] * batch_size)
+            cond, uncond = both[:batch_size], both[batch_size:]
+        else:
+            cond, uncond = self.conditioning([prompt] * batch_size), None
+        shape = (batch_size, model.model.diffusion_model.in_channels, height // LATENT_FACTOR, width // LATENT_FACTOR)
         results: list[tuple[Image.Image, int]] = []
         for i in range(iterations):
             generator = torch.Generator("cpu").manual_seed(seed + i)
-            z = sample_latents(model, cond, uncond, shape=shape, generator=generator, sampler=sampler,
-                               steps=steps, cfg_scale=cfg_scale, eta=ddim_eta, karras=karras, callback=step_callback)
+            init_latent = self._encode_init(init, generator) if init is not None else None
+            z = sample_latents(model, cond, uncond, shape=shape, generator=generator, sampler=sampler, steps=steps,
+                               cfg_scale=cfg_scale, eta=ddim_eta, karras=karras, callback=step_callback,
+                               init_latent=init_latent, strength=strength if init is not None else 1.0)
             for image in tensor_to_pil(model.decode_first_stage(z)):
                 results.append((image, seed + i))
                 if image_callback is not None:
                     image_callback(image, seed + i)
         return results
+
+    def _encode_init(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        model = self.model
+        x = pil_to_tensor(image).to(model.device)
+        return model.get_first_stage_encoding(model.encode_first_stage(x), generator).float()
+
+    def txt2img(self, prompt: str, **kwargs) -> list[tuple[Image.Image, int]]:
+        kwargs.pop("init_img", None)
+        return self.prompt2image(prompt, **kwargs)
+
+    def img2img(self, prompt: str, init_img: Union[PathLike, Image.Image], strength: float = 0.75,
+                **kwargs) -> list[tuple[Image.Image, int]]:
+        return self.prompt2image(prompt, init_img=init_img, strength=strength, **kwargs)

@@ -32,19 +32,38 @@ def sampler_step_count(model: nn.Module, sampler: str, steps: int, karras: bool 
     return len(make_sigmas(get_sampler(sampler), CompVisDenoiser(model), steps, karras=karras)) - 1
 
 
+def img2img_steps(total_steps: int, strength: float) -> int:
+    """Denoising steps img2img runs: round(strength x steps); strength must lie in (0, 1]."""
+    if not 0.0 < float(strength) <= 1.0:
+        raise ConfigError(f"strength {strength} is outside (0, 1]; use e.g. 0.75 (higher = further from the init image)")
+    return int(round(float(strength) * total_steps))
+
+
 @torch.no_grad()
 def sample_latents(model: nn.Module, cond: torch.Tensor, uncond: Optional[torch.Tensor], *, shape: Sequence[int],
                    generator: torch.Generator, sampler: str = "ddim", steps: int = 50, cfg_scale: float = 7.5,
                    eta: Optional[float] = None, karras: bool = False,
                    callback: Optional[Callable[[dict], None]] = None,
-                   denoiser: Optional[CompVisDenoiser] = None) -> torch.Tensor:
-    """Sample SD latents of `shape` [B, C, H/8, W/8] for contexts `cond` (and `uncond` for guidance)."""
+                   denoiser: Optional[CompVisDenoiser] = None, init_latent: Optional[torch.Tensor] = None,
+                   strength: float = 1.0) -> torch.Tensor:
+    """Sample SD latents of `shape` [B, C, H/8, W/8] for contexts `cond` (and `uncond` for guidance).
+
+    img2img: with `init_latent`, only the last round(strength x n) steps run, starting from the init
+    latent noised to that step's sigma; strength 1 starts from pure noise, strength ~0 returns it as is.
+    """
     spec = get_sampler(sampler)
     check_steps(steps)
     device = cond.device
     denoiser = denoiser if denoiser is not None else CompVisDenoiser(model).to(device)
     sigmas = make_sigmas(spec, denoiser, steps, karras=karras).to(device)
-    x = initial_noise(shape, generator, device) * sigmas[0]
+    noise = initial_noise(shape, generator, device)
+    if init_latent is not None:
+        sigmas = sigmas[len(sigmas) - 1 - img2img_steps(len(sigmas) - 1, strength):]
+        if len(sigmas) == 1:  # nothing to denoise
+            return init_latent.to(device=device, dtype=torch.float32).expand(shape).clone()
+        x = init_latent.to(device=device, dtype=torch.float32) + noise * sigmas[0]
+    else:
+        x = noise * sigmas[0]
     options = {"eta": eta} if eta is not None and "eta" in spec.options else {}
     extra_args = {"cond": cond, "uncond": uncond, "cond_scale": cfg_scale}
     return spec.fn(CFGDenoiser(denoiser), x, sigmas, extra_args=extra_args, callback=callback,

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""The invoke> prompt: generate images with Stable Diffusion and your learned words.
+
+Type a prompt and switches, e.g.   "a photo of * on the beach [blurry]" -s 30 -S 42 -W 512 -H 512 -A k_euler_a
+  -s steps  -S seed  -n iterations  -W/-H size  -C cfg scale  -A sampler  -I init image  -f strength
+  -e ddim eta  -K karras sigmas  -g grid  -o outdir  -t show where each embedding lands
+[words in brackets] form the negative prompt. Commands: !history, !fetch <png> (rerun an image's recipe),
+!embeddings (list), !load <name> (an embedding from the embeddings folder), q to quit.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ldm.cli import run_cli
+from ldm.models.diffusion.sampling import SAMPLERS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/stable-diffusion/v1-inference.yaml", help="model config")
+    p.add_argument("--weights", "--ckpt", dest="weights", default="models/ldm/stable-diffusion-v1/model.ckpt",
+                   help="SD v1 .ckpt or .safetensors")
+    p.add_argument("--embedding_path", action="append", default=[], help="an embedding file (repeatable)")
+    p.add_argument("--embedding_directory", default="embeddings", help="folder of embeddings, re-scanned when it changes")
+    p.add_argument("--sampler", default="k_lms", help=f"default sampler: {', '.join(SAMPLERS)}")
+    p.add_argument("--precision", default="auto", help="auto, full/fp32, fp16 or bf16")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    p.add_argument("--outdir", "-o", default="outputs/img-samples", help="where images go")
+    p.add_argument("--seed", type=int, default=None, help="default seed (random per command when unset)")
+    p.add_argument("--steps", type=int, default=50, help="default steps")
+    p.add_argument("--width", "-W", type=int, default=512)
+    p.add_argument("--height", "-H", type=int, default=512)
+    p.add_argument("--cfg_scale", "-C", type=float, default=7.5)
+    p.add_argument("--from_file", help="read commands from this file ('-' = stdin) instead of the prompt")
+    p.add_argument("--history_file", default=str(Path.home() / ".invoke_history"), help="readline history")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    return p.parse_args(argv)
+
+
+def _lines(args: argparse.Namespace):
+    if args.from_file:
+        stream = sys.stdin if args.from_file == "-" else open(args.from_file, encoding="utf-8")
+        with stream:
+            yield from stream
+        return
+    try:
+        import readline
+
+        try:
+            readline.read_history_file(args.history_file)
+        except OSError:
+            pass
+    except ImportError:
+        readline = None
+    while True:
+        try:
+            line = input("invoke> ")
+        except EOFError:
+            break
+        if readline is not None:
+            try:
+                readline.write_history_file(args.history_file)
+            except OSError:
+                pass
+        yield line
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def body() -> int:
+        from ldm.errors import LdmUserError
+        from ldm.generate import Generate
+        from ldm.invoke.session import InvokeSession
+
+        if args.from_file and args.from_file != "-" and not Path(args.from_file).is_file():
+            raise LdmUserError(f"--from_file {args.from_file}: no such file")
+        gen = Generate(config=args.config, weights=args.weights, device=args.device, precision=args.precision,
+                       sampler_name=args.sampler, embedding_paths=args.embedding_path,
+                       embedding_directory=args.embedding_directory if Path(args.embedding_directory).is_dir() else None)
+        gen.load_model()
+        gen.prompt_encoder  # load the embeddings now: a bad --embedding_path fails before the prompt
+        defaults = dict(steps=args.steps, seed=args.seed, iterations=1, width=args.width, height=args.height,
+                        cfg_scale=args.cfg_scale, sampler_name=args.sampler, strength=0.75, ddim_eta=0.0,
+                        karras=False)
+        session = InvokeSession(gen, Path(args.outdir), defaults, emit=print)
+        for line in _lines(args):
+            if not session.handle(line):
+                break
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
