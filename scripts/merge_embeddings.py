@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Merge several textual-inversion embedding files into one file holding every term.
+
+OUT is a multi-term paper .pt (also .ckpt/.pth) or a diffusers .bin/.safetensors; inputs may be in
+any supported format. Each term is keyed by its name. Two terms with the same name (compared
+case-insensitively, as CLIP lower-cases prompts) are an error naming both files, unless --rename:
+then the later ones become NAME-2, NAME-3, ... and each rename is printed. Note: A1111 reads only one
+term from a .pt file; use a diffusers file or InvokeAI/this project for multi-term files."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ldm.cli import run_cli
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("output", metavar="OUT", help="merged file: .pt/.ckpt/.pth (paper) or .bin/.safetensors (diffusers)")
+    p.add_argument("inputs", metavar="IN", nargs="+", help="embedding files to merge (two or more)")
+    p.add_argument("--rename", action="store_true",
+                   help="rename clashing terms of later files to NAME-2, NAME-3, ... instead of failing")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+    def body() -> int:
+        from ldm.embeddings.tools import merge_embedding_files
+
+        out, fmt, terms, renames = merge_embedding_files(args.output, args.inputs, rename=args.rename)
+        for r in renames:
+            print(f"renamed {r.old!r} from {r.source} to {r.new!r}")
+        print(f"wrote {out} ({fmt}, {len(terms)} terms): {', '.join(t.name for t in terms)}")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
