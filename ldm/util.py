@@ -38,7 +38,13 @@ def instantiate_from_config(config: Mapping[str, Any]) -> Any:
     if "target" not in config:
         raise ConfigError(f"config node has no 'target' key (keys: {', '.join(map(str, config.keys())) or 'none'})")
     params = config.get("params") or {}
-    return get_obj_from_str(config["target"])(**dict(params))
+    target = get_obj_from_str(config["target"])
+    try:
+        return target(**dict(params))
+    except TypeError as exc:
+        if "argument" not in str(exc):  # only wrong/missing keyword arguments are the config's fault
+            raise
+        raise ConfigError(f"{config['target']}: {exc}; fix its params in the config") from None
 
 
 def seed_everything(seed: int) -> None:

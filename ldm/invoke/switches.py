@@ -62,6 +62,8 @@ def format_command(values: dict) -> str:
              ("cfg_scale", "-C"), ("sampler_name", "-A"), ("init_img", "-I"), ("strength", "-f"), ("ddim_eta", "-e")]
     parts = [shlex.quote(values["prompt"]) if values["prompt"] else '""']
     for key, flag in order:
+        if key == "strength" and not values.get("init_img"):
+            continue  # strength means nothing without an init image
         if values.get(key) is not None:
             parts += [flag, shlex.quote(str(values[key]))]
     for key, flag in (("karras", "-K"), ("grid", "-g")):

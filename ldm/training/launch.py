@@ -84,11 +84,37 @@ def apply_cli(config: DictConfig, args: Any) -> DictConfig:
     trainer = lightning.setdefault("trainer", {})
     if args.max_steps is not None:
         trainer.max_steps = int(args.max_steps)
-    if int(trainer.get("max_steps", 0) or 0) <= 0:
+    try:
+        steps = int(trainer.get("max_steps", 0) or 0)
+    except (TypeError, ValueError):
+        steps = 0
+    if steps <= 0:
         raise ConfigError(f"max_steps must be positive, got {trainer.get('max_steps')}; pass --max_steps N")
+    validate_numbers(config)
     if args.actual_resume:
         config.actual_resume = str(args.actual_resume)
     return config
+
+
+def config_int(config: DictConfig, key: str, default: int, minimum: int = 0) -> int:
+    """An integer config value, or a one-line error naming the key (dotlist overrides arrive as strings)."""
+    value = OmegaConf.select(config, key, default=default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a whole number; e.g. {key}={default}") from None
+    if number < minimum:
+        raise ConfigError(f"{key}={number} must be at least {minimum}")
+    return number
+
+
+def validate_numbers(config: DictConfig) -> None:
+    """Check the integers the run relies on before anything is built."""
+    config_int(config, "data.params.batch_size", 2, minimum=1)
+    config_int(config, "data.params.num_workers", 0)
+    config_int(config, "lightning.trainer.accumulate_grad_batches", 1, minimum=1)
+    config_int(config, "lightning.modelcheckpoint.params.every_n_train_steps", 500)
+    config_int(config, "lightning.trainer.max_steps", 1, minimum=1)
 
 
 def run_name(data_root: Any, name: str, postfix: str = "", now: Optional[str] = None) -> tuple[str, str]:
