@@ -118,3 +118,19 @@ def test_img2img_runs_round_strength_times_steps(tiny_model, tmp_path):
     assert calls == [] and np.array_equal(np.asarray(image), np.asarray(roundtrip))
     with pytest.raises(Exception, match="strength"):
         gen.img2img("a cat", init, strength=0.0, steps=10, seed=1, width=64, height=64)
+
+
+def test_negative_prompt_embedding_changes_only_the_unconditional_half(tiny_model, emb_dir):
+    from ldm.generate import Generate
+
+    gen = Generate(config=TINY_CONFIG, model=tiny_model, device="cpu", precision="full",
+                   embedding_directory=emb_dir, use_library=True)
+    prompts = ["a photo of redthing", "uglything , blurry"]  # [cond, uncond] as prompt2image batches them
+    base = gen.conditioning(prompts)
+    gen.library.get("uglything").vectors.mul_(-1.0)
+    changed = gen.conditioning(prompts)
+    diff = (changed - base).abs().amax(dim=-1)
+    assert diff[0].max() == 0  # the positive prompt does not use it
+    assert diff[1, 0] == 0 and diff[1, 1] > 0  # BOS unchanged; the negative word's vectors start at position 1
+    report = "\n".join(gen.prompt_encoder.tokenization_report("uglything , blurry"))
+    assert "uglything" in report
