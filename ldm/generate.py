@@ -80,7 +80,7 @@ class Generate:
     def load_model(self) -> torch.nn.Module:
         if self.model is None:
             if self.weights is None:
-                raise ConfigError("no weights given; pass --ckpt/--weights with an SD v1 .ckpt or .safetensors file")
+                raise ConfigError("no weights given; pass --ckpt/--weights with an SD v1 .ckpt, .safetensors or diffusers model folder")
             log.info("loading %s with %s", self.weights, self.config)
             self.model = load_model_from_config(self.config, self.weights, use_ema=self.use_ema, device=self.device,
                                                 dtype=self.dtype, with_embedding_manager=False)

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ldm.diffusers_folder import is_diffusers_folder, read_diffusers_folder
 from ldm.errors import CheckpointError, ConfigError
 from ldm.models.diffusion.schedule import SCHEDULE_BUFFERS
 from ldm.safe_load import read_state_dict
@@ -147,9 +148,11 @@ def load_model_from_config(config: Any, ckpt: Union[str, Path], use_ema: Optiona
                            device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
                            with_embedding_manager: bool = True) -> nn.Module:
     """Build the model described by `config` (a path, or an OmegaConf node with `model`), load `ckpt`
-    into it with every key accounted for, and return it in eval mode on `device`."""
+    (an SD v1 file, or a diffusers SD v1 model folder) into it with every key accounted for, and return it
+    in eval mode on `device`."""
     model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
-    sd = read_state_dict(ckpt)
+    # A diffusers model folder is renamed to our layout here; any other folder is refused by read_state_dict.
+    sd = read_diffusers_folder(ckpt) if is_diffusers_folder(ckpt) else read_state_dict(ckpt)
     cond = model_config.params.get("cond_stage_config")
     if cond is not None:
         if cond.get("params") is None:
