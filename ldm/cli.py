@@ -14,3 +14,10 @@ def run_cli(body: Callable[[], int]) -> int:
     except LdmUserError as exc:
         sys.stderr.write(f"error: {exc}\n")  # the one place ldm writes to a terminal: CLI entry points
         return 2
+
+
+def configure_logging(verbose: bool) -> None:
+    """Warnings only by default, so a user error stays the single line on stderr; -v shows progress."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -11,11 +11,10 @@ manager in turn. With a config that has no personalization_config, a manager for
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Optional, Sequence
 
-from ldm.cli import run_cli
+from ldm.cli import configure_logging, run_cli
 
 SAMPLER_NAMES = ("ddim", "plms", "k_euler", "k_euler_a", "k_heun", "k_lms")  # checked again by ldm
 
@@ -49,8 +48,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
 
     def body() -> int:
         from pathlib import Path

@@ -11,11 +11,10 @@ overwritten."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Optional, Sequence
 
-from ldm.cli import run_cli
+from ldm.cli import configure_logging, run_cli
 
 FORMAT_NAMES = ("paper", "emb_params", "diffusers", "a1111-png")  # = ldm.embeddings.FORMATS, kept import-free
 
@@ -36,8 +35,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
 
     def body() -> int:
         from ldm.embeddings.tools import convert_embedding

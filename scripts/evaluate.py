@@ -12,11 +12,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Callable, Optional, Sequence
 
-from ldm.cli import run_cli
+from ldm.cli import configure_logging, run_cli
 
 
 # -- clip ------------------------------------------------------------------------------------------------
@@ -77,8 +76,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     return run_cli(lambda: args.run(args))
 
 

@@ -10,11 +10,10 @@ Type a prompt and switches, e.g.   "a photo of * on the beach [blurry]" -s 30 -S
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from ldm.cli import run_cli
+from ldm.cli import configure_logging, run_cli
 from ldm.models.diffusion.sampling import SAMPLERS
 
 
@@ -70,7 +69,7 @@ def _lines(args: argparse.Namespace):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
 
     def body() -> int:
         from ldm.errors import LdmUserError

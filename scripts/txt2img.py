@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from ldm.cli import run_cli
+from ldm.cli import configure_logging, run_cli
 from ldm.errors import LdmUserError
 from ldm.models.diffusion.sampling import SAMPLERS
 
@@ -103,8 +102,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # INFO only on request: on a user error, stderr must hold the one-line message and nothing else.
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     def body() -> int:
         written = run(args)
         print(f"wrote {len(written)} files to {args.outdir}")
