@@ -147,7 +147,7 @@ class Generate:
             cond, uncond = both[:batch_size], both[batch_size:]
         else:
             cond, uncond = self.conditioning([prompt] * batch_size), None
-        shape = (batch_size, model.model.diffusion_model.in_channels, height // LATENT_FACTOR, width // LATENT_FACTOR)
+        shape = (batch_size, model.model.diffusion_model.in_channels, height // model.latent_factor, width // model.latent_factor)
         results: list[tuple[Image.Image, int]] = []
         for i in range(iterations):
             generator = torch.Generator("cpu").manual_seed(seed + i)

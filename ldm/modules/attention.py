@@ -85,11 +85,12 @@ class SpatialTransformer(nn.Module):
     """Attention over the pixels of a feature map: norm, project in, transformer blocks, project out."""
 
     def __init__(self, in_channels: int, n_heads: int, d_head: int, depth: int = 1, dropout: float = 0.0,
-                 context_dim: Optional[int] = None, use_linear: bool = False, use_checkpoint: bool = False):
+                 context_dim: Optional[int] = None, use_linear: bool = False, use_checkpoint: bool = False,
+                 norm_groups: int = 32):
         super().__init__()
         inner = n_heads * d_head
         self.use_linear = use_linear
-        self.norm = normalization(in_channels, eps=1e-6)
+        self.norm = normalization(in_channels, eps=1e-6, groups=norm_groups)
         # SD v1 projects with 1x1 convolutions, SD 2.x with linear layers: both layouts exist in files.
         self.proj_in = nn.Linear(in_channels, inner) if use_linear else nn.Conv2d(in_channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(

@@ -37,7 +37,7 @@ def log_images(model: Any, batch: Mapping[str, Any], n: int = 4, ddim_steps: int
     captions = list(batch["caption"])[:n]
     images = batch["image"][:n]
     cond = model.get_learned_conditioning(captions)
-    h, w = images.shape[-2] // 8, images.shape[-1] // 8
+    h, w = images.shape[-2] // model.latent_factor, images.shape[-1] // model.latent_factor
     shape = (len(captions), model.model.diffusion_model.in_channels, h, w)
     out = {"inputs": images.float().cpu(), "conditioning": caption_images(captions, images.shape[-1])}
     for key, scale in (("samples", 1.0), ("samples_scaled", unconditional_guidance_scale)):

@@ -122,6 +122,11 @@ class LatentDiffusion(pl.LightningModule):
         z = posterior.sample(generator) if hasattr(posterior, "sample") else posterior
         return self.scale_factor * z
 
+    @property
+    def latent_factor(self) -> int:
+        """Pixels per latent side: 8 for SD's VAE (every encoder level but the last halves the image)."""
+        return 2 ** (len(self.first_stage_model.encoder.down) - 1)
+
     def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
         z = (z / self.scale_factor).to(self.first_stage_model.post_quant_conv.weight.dtype)
         return self.first_stage_model.decode(z)

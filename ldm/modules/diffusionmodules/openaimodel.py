@@ -58,15 +58,16 @@ class ResBlock(nn.Module):
     """Residual block conditioned on the timestep embedding (added as a per-channel bias)."""
 
     def __init__(self, channels: int, emb_channels: int, dropout: float = 0.0, out_channels: Optional[int] = None,
-                 dims: int = 2, use_checkpoint: bool = False, use_scale_shift_norm: bool = False):
+                 dims: int = 2, use_checkpoint: bool = False, use_scale_shift_norm: bool = False,
+                 norm_groups: int = 32):
         super().__init__()
         out_channels = out_channels or channels
         self.use_checkpoint = use_checkpoint
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), conv_nd(dims, channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(normalization(channels, groups=norm_groups), nn.SiLU(), conv_nd(dims, channels, out_channels, 3, padding=1))
         emb_out = 2 * out_channels if use_scale_shift_norm else out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
-        self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
+        self.out_layers = nn.Sequential(normalization(out_channels, groups=norm_groups), nn.SiLU(), nn.Dropout(dropout),
                                         zero_module(conv_nd(dims, out_channels, out_channels, 3, padding=1)))
         self.skip_connection = nn.Identity() if out_channels == channels else conv_nd(dims, channels, out_channels, 1)
 
@@ -98,7 +99,7 @@ class UNetModel(nn.Module):
                  num_head_channels: int = -1, use_scale_shift_norm: bool = False,
                  use_spatial_transformer: bool = True, transformer_depth: int = 1,
                  context_dim: Optional[int] = None, legacy: bool = False,
-                 use_linear_in_transformer: bool = False, **ignored):
+                 use_linear_in_transformer: bool = False, norm_groups: int = 32, **ignored):
         super().__init__()
         if not use_spatial_transformer or context_dim is None:
             raise ValueError("UNetModel: this project supports the text-conditioned SD UNet only "
@@ -112,12 +113,13 @@ class UNetModel(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(model_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
 
         def res(ch_in: int, ch_out: int) -> ResBlock:
-            return ResBlock(ch_in, time_dim, dropout, ch_out, dims, use_checkpoint, use_scale_shift_norm)
+            return ResBlock(ch_in, time_dim, dropout, ch_out, dims, use_checkpoint, use_scale_shift_norm, norm_groups)
 
         def attn(ch: int) -> SpatialTransformer:
             heads, d_head = self._heads(ch)
             return SpatialTransformer(ch, heads, d_head, depth=transformer_depth, context_dim=context_dim,
-                                      use_linear=use_linear_in_transformer, use_checkpoint=use_checkpoint)
+                                      use_linear=use_linear_in_transformer, use_checkpoint=use_checkpoint,
+                                      norm_groups=norm_groups)
 
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_nd(dims, in_channels, model_channels, 3, padding=1))])
         skip_channels, ch, ds = [model_channels], model_channels, 1
@@ -148,7 +150,7 @@ class UNetModel(nn.Module):
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(conv_nd(dims, model_channels, out_channels, 3, padding=1)))
+        self.out = nn.Sequential(normalization(ch, groups=norm_groups), nn.SiLU(), zero_module(conv_nd(dims, model_channels, out_channels, 3, padding=1)))
 
     def _heads(self, ch: int) -> tuple[int, int]:
         num_heads, num_head_channels, legacy = self._head_args

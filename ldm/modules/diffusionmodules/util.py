@@ -30,8 +30,8 @@ class GroupNorm32(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
-def normalization(channels: int, eps: float = 1e-5) -> nn.GroupNorm:
-    return GroupNorm32(32, channels, eps=eps)
+def normalization(channels: int, eps: float = 1e-5, groups: int = 32) -> nn.GroupNorm:
+    return GroupNorm32(groups, channels, eps=eps)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
