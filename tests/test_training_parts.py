@@ -121,6 +121,19 @@ def test_low_precision_networks_keep_fp32_vectors_and_close_gradients(ti_model_a
     assert abs(loss16 - loss32) / loss32 < 0.05 and cos > 0.95, (loss32, loss16, cos)
 
 
+def test_optimised_step_matches_the_fp32_reference_gradient(ti_model_and_batch):
+    # The fast path's switches at once: bf16 frozen networks with fp32 vectors and a channels_last UNet.
+    model, batch = ti_model_and_batch
+    loss32, grad32, _ = _objective_grad(model, batch)
+    loss_fast, grad_fast, dtype = _objective_grad(model, batch, network_precision="bf16", channels_last=True)
+    assert dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(grad32.flatten(), grad_fast.flatten(), dim=0)
+    rel = (grad_fast.norm() - grad32.norm()).abs() / grad32.norm()
+    assert abs(loss_fast - loss32) / loss32 < 0.05 and cos > 0.95 and rel < 0.1, (loss32, loss_fast, cos, rel)
+    _, grad_cl32, _ = _objective_grad(model, batch, channels_last=True)
+    torch.testing.assert_close(grad_cl32, grad32, atol=1e-6, rtol=1e-4)  # memory layout alone changes nothing
+
+
 def test_gradient_checkpointing_gives_the_same_gradient(ti_model_and_batch):
     model, batch = ti_model_and_batch
     _, plain, _ = _objective_grad(model, batch)

@@ -21,6 +21,7 @@ class TrainingConfig:
     latent_sampling: str = "once"       # once | deterministic | random
     network_precision: str = "fp32"     # dtype of the frozen networks; the vectors stay fp32
     gradient_checkpointing: bool = False
+    channels_last: bool = False         # UNet weights/activations in NHWC (faster convolutions on some hardware)
     embedding_reg_weight: Optional[float] = None  # overrides the embedding manager's when set
     log_every_n_steps: int = 10
 

@@ -30,6 +30,8 @@ class TextualInversionObjective:
         if c.network_precision != "fp32":
             m.set_network_dtype(_DTYPES[c.network_precision])
             m.embedding_manager.float()  # the vectors stay fp32; they are cast at the splice
+        if c.channels_last:
+            m.model.diffusion_model.to(memory_format=torch.channels_last)
         if c.gradient_checkpointing:
             for module in m.model.diffusion_model.modules():
                 if hasattr(module, "use_checkpoint"):
@@ -45,6 +47,7 @@ class TextualInversionObjective:
 
     def __call__(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         m = self.model
+        fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
         images = batch["image"].to(m.device)
         rank = m.global_rank if m._trainer is not None else 0
         g = step_generator(self.config.seed, int(batch["k"][0]), rank)
@@ -53,7 +56,7 @@ class TextualInversionObjective:
         t = torch.randint(0, m.num_timesteps, (z.shape[0],), generator=g).to(m.device)
         noise = torch.randn(z.shape, generator=g).to(m.device)
         cond = m.get_learned_conditioning(list(batch["caption"]))
-        eps = m.apply_model(m.q_sample(z, t, noise), t, cond)
+        eps = m.apply_model(m.q_sample(z, t, noise).contiguous(memory_format=fmt), t, cond)
         mask = batch.get("weight")
         mse = diffusion_loss(eps, noise, t, m.alphas_cumprod, self.config.min_snr_gamma,
                              mask.to(m.device) if mask is not None else None)
