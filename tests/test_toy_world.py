@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm.data.toy_world import (CAPTION_TEMPLATES, COLOUR_NAMES, COLOURS, SHAPES, ToyScene, ToyWorldDataset,
-                                render, render_concept_images, sample_scene)
+from ldm.data.toy_world import (CAPTION_TEMPLATES, COLOUR_NAMES, COLOURS, GENERIC_SHAPE_WORD, PLAIN_TEMPLATES, SHAPES,
+                                ToyScene, ToyWorldDataset, render, render_concept_images, sample_scene)
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,13 @@ def _ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False).input_ids
 
 
-@pytest.mark.parametrize("template", CAPTION_TEMPLATES)
+@pytest.mark.parametrize("template", CAPTION_TEMPLATES + PLAIN_TEMPLATES)
 def test_every_attribute_word_is_one_clip_token_in_a_caption(tokenizer, template):
     # Swap one word at a time into a fixed caption: exactly one token must change, by one id.
     base = ToyScene("circle", "red", "blue")
     for field, words in (("shape", SHAPES), ("colour", COLOUR_NAMES), ("background", COLOUR_NAMES)):
+        if "{" + field + "}" not in template:
+            continue
         for word in words:
             scene = ToyScene(**{**base.__dict__, field: word})
             if scene.colour == scene.background:
@@ -143,3 +145,14 @@ def test_render_concept_images_writes_n_files(tmp_path):
     assert COLOURS["red"] not in corners and len(corners) == 5  # varied backgrounds, never the shape colour
     again = render_concept_images("star", "red", 5, tmp_path / "again", seed=3, size=64)
     assert all(np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in zip(paths, again))
+
+
+def test_generic_and_plain_captions_appear_at_their_rates(tokenizer):
+    assert len(_ids(tokenizer, GENERIC_SHAPE_WORD)) == 1
+    data = ToyWorldDataset(size=16, length=2000, seed=3, plain_p=0.25, generic_p=0.15)
+    captions = [data.scene(k)[1] for k in range(2000)]
+    generic = sum(f" {GENERIC_SHAPE_WORD}" in c for c in captions) / len(captions)
+    plain = sum(sum(w.strip(",") in COLOUR_NAMES for w in c.split()) == 1 for c in captions) / len(captions)
+    assert 0.11 < generic < 0.19 and 0.20 < plain < 0.30, (generic, plain)
+    default = ToyWorldDataset(size=16, length=50, seed=3)
+    assert all(GENERIC_SHAPE_WORD not in default.scene(k)[1] for k in range(50))

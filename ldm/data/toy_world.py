@@ -47,6 +47,17 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "a small {colour} {shape} on {background}",
 )
 
+# Captions that leave the background out, so "a photo of a red star" alone is a prompt the model knows.
+PLAIN_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {colour} {shape}",
+    "a picture of a {colour} {shape}",
+    "a drawing of a {colour} {shape}",
+    "a small {colour} {shape}",
+)
+# The coarse class word, as "cat" is for a pet: some captions say "shape" instead of the shape's name,
+# so that "shape" means "some shape" to the base model and makes a fair init word for inversion.
+GENERIC_SHAPE_WORD = "shape"
+
 SUPERSAMPLE = 4  # PIL polygons are not anti-aliased: draw at 4x, then downsample
 SIZE_RANGE = (0.35, 0.60)  # shape extent as a fraction of the image side
 # A stream number of our own, apart from the training streams in sample_rng.
@@ -61,8 +72,9 @@ class ToyScene:
     colour: str
     background: str
 
-    def caption(self, template: str = CAPTION_TEMPLATES[0]) -> str:
-        return template.format(shape=self.shape, colour=self.colour, background=self.background)
+    def caption(self, template: str = CAPTION_TEMPLATES[0], generic: bool = False) -> str:
+        shape = GENERIC_SHAPE_WORD if generic else self.shape
+        return template.format(shape=shape, colour=self.colour, background=self.background)
 
     def labels(self) -> dict[str, int]:
         return {"shape": SHAPES.index(self.shape), "colour": COLOUR_NAMES.index(self.colour),
@@ -164,13 +176,19 @@ class ToyWorldDataset(torch.utils.data.Dataset):
     """Item k is a pure function of (seed, k): no state, identical in every worker and on resume."""
 
     def __init__(self, size: int = 64, length: int = 100000, seed: int = 0,
-                 templates: tuple[str, ...] = CAPTION_TEMPLATES) -> None:
+                 templates: tuple[str, ...] = CAPTION_TEMPLATES, plain_p: float = 0.0,
+                 generic_p: float = 0.0) -> None:
         if length <= 0:
             raise ValueError(f"length must be positive, got {length}")
+        for name, p in (("plain_p", plain_p), ("generic_p", generic_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
         self.size = size
         self.length = length
         self.seed = seed
         self.templates = templates
+        self.plain_p = plain_p  # share of captions without the background
+        self.generic_p = generic_p  # share of captions that say "shape" instead of the shape's name
 
     def __len__(self) -> int:
         return self.length
@@ -179,7 +197,11 @@ class ToyWorldDataset(torch.utils.data.Dataset):
         rng = sample_rng(self.seed, k, TOY_STREAM)
         scene = sample_scene(rng)
         template = self.templates[int(rng.integers(len(self.templates)))]
-        return scene, scene.caption(template), rng
+        # Extra draws only when asked for, so the default stream (and its images) stays as it was.
+        if self.plain_p > 0 and rng.random() < self.plain_p:
+            template = PLAIN_TEMPLATES[int(rng.integers(len(PLAIN_TEMPLATES)))]
+        generic = self.generic_p > 0 and rng.random() < self.generic_p
+        return scene, scene.caption(template, generic), rng
 
     def __getitem__(self, k: int) -> dict:
         if not 0 <= k < self.length:
