@@ -8,6 +8,11 @@
 
   python scripts/evaluate.py clip --clip_model models/clip-vit-large-patch14 \\
       --generated outputs/cat --training training_data/cat --prompt "a photo of *"
+
+  toy    fidelity and editability of a toy-world concept (configs/toy-world), with the init-word and
+         true-words baselines, scored by the toy world's attribute classifier.
+
+  python scripts/evaluate.py toy --embedding_path logs/<run>/checkpoints/embeddings.pt --concept "purple star"
 """
 from __future__ import annotations
 
@@ -54,13 +59,53 @@ def run_clip(args: argparse.Namespace) -> int:
 
 
 # -- toy -------------------------------------------------------------------------------------------------
-# Place for `evaluate.py toy`: write add_toy_parser(sub, common) like add_clip_parser (parents=[common],
-# set_defaults(run=run_toy)) and run_toy(args) -> int calling logic in ldm/evaluation/, then list
-# add_toy_parser in SUBCOMMANDS.
+def add_toy_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("toy", parents=[common], help="fidelity and editability of a toy-world concept",
+                       description="Sample 'a photo of a *' and 'a photo of a * on a <colour> background' with the "
+                                   "embedding, the init word and the true words, and score them with the toy "
+                                   "world's attribute classifier.")
+    p.add_argument("--embedding_path", metavar="FILE", help="the learned embedding (omit to score the baselines only)")
+    p.add_argument("--concept", required=True, help='the concept as "<colour> <shape>", e.g. "purple star"')
+    p.add_argument("--init_word", default="shape", help="the init word baseline (default: %(default)s)")
+    p.add_argument("--placeholder", default="*", help="the embedding's word in prompts (default: %(default)s)")
+    p.add_argument("--config", default="configs/toy-world/inference.yaml", help="model config (default: %(default)s)")
+    p.add_argument("--weights", default="models/toy-world/toy-world.safetensors", help="(default: %(default)s)")
+    p.add_argument("--classifier", default="models/toy-world/classifier.safetensors", help="(default: %(default)s)")
+    p.add_argument("--samples", type=int, default=32, help="K images per prompt (default: %(default)s)")
+    p.add_argument("--backgrounds", default=None,
+                   help="comma-separated background colours for editability (default: 4 spread over the palette)")
+    p.add_argument("--steps", type=int, default=25, help="sampler steps (default: %(default)s)")
+    p.add_argument("--sampler", default="ddim", help="(default: %(default)s)")
+    p.add_argument("--cfg_scale", type=float, default=5.0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1000, help="first seed; every prompt form uses the same seeds")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
+    p.set_defaults(run=run_toy)
+
+
+def run_toy(args: argparse.Namespace) -> int:
+    import json
+
+    from ldm.evaluation.toy_metrics import Concept, SamplingSettings, evaluate_toy, table
+    from ldm.evaluation.toy_metrics import Scores
+
+    settings = SamplingSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
+                                cfg_scale=args.cfg_scale, seed=args.seed)
+    backgrounds = [b.strip() for b in args.backgrounds.split(",") if b.strip()] if args.backgrounds else None
+    result = evaluate_toy(args.config, args.weights, args.classifier, Concept.parse(args.concept), args.init_word,
+                          args.embedding_path, args.placeholder, backgrounds, settings)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"concept: {result['concept']}; backgrounds: {', '.join(result['backgrounds'])}")
+    print(table([Scores(**row) for row in result["rows"]]))
+    if result.get("fidelity_vs_true_words") is not None:
+        print(f"embedding fidelity / true-words fidelity: {result['fidelity_vs_true_words']:.1%}")
+    return 0
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
     add_clip_parser,
+    add_toy_parser,
 )
 
 

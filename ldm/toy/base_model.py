@@ -1,0 +1,163 @@
+"""Train the toy world's base model end to end and write it, with its classifier, to a folder.
+
+Stages (one fixed seed, CPU-friendly): autoencoder -> latent scale folded in -> UNet and text
+transformer together on cached latents -> attribute classifier on renders and their round trips ->
+figures: the classifier's accuracy on fresh renders, and how often the base model draws the shape
+and colour a true-words prompt asks for.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from ldm.data.toy_world import COLOUR_NAMES, SHAPES
+from ldm.errors import ConfigError
+from ldm.fileio import atomic_path
+from ldm.toy.autoencoder_training import fold_latent_scale, latent_std, train_autoencoder
+from ldm.toy.classifier import IMAGE_SIZE, AttributeClassifier, accuracy, train_classifier
+from ldm.toy.manifest import write_manifest
+from ldm.toy.pool import concat_pools, render_pool, round_trip_pool
+from ldm.toy.text_to_image_training import DiffusionSchedule, encode_pool, train_text_to_image
+from ldm.util import instantiate_from_config
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+WEIGHTS = "toy-world.safetensors"
+CLASSIFIER = "classifier.safetensors"
+
+
+@dataclass
+class BaseTrainingSettings:
+    seed: int = 0
+    pool_size: int = 20000
+    plain_p: float = 0.25
+    generic_p: float = 0.15
+    vae_steps: int = 6000
+    vae_batch: int = 4
+    vae_lr: float = 3e-4
+    diffusion: DiffusionSchedule = field(default_factory=lambda: DiffusionSchedule(
+        steps=3000, batch_size=64, lr=5e-4, warmup=200, ema_decay=0.999, uncond_p=0.1))
+    classifier_pool: int = 6000
+    classifier_steps: int = 1500
+    classifier_batch: int = 64
+    classifier_lr: float = 3e-3
+    check_renders: int = 2000
+    check_concepts: int = 24
+    check_samples: int = 16
+
+
+def _seed(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def build_random_model(config_path: PathLike) -> torch.nn.Module:
+    config = OmegaConf.load(config_path)
+    if float(config.model.params.get("scale_factor", 0.18215)) != 1.0:
+        raise ConfigError(f"{config_path}: the toy trainer folds the latent scale into the autoencoder; "
+                          "set model.params.scale_factor: 1.0")
+    return instantiate_from_config(config.model)
+
+
+def save_weights(module: torch.nn.Module, path: Path, dtype: torch.dtype) -> Path:
+    state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.contiguous()
+             for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    return path
+
+
+@torch.no_grad()
+def true_words_agreement(generate, classifier: AttributeClassifier, concepts: int, samples: int, seed: int,
+                         steps: int = 25, cfg_scale: float = 5.0, sampler: str = "ddim") -> dict:
+    """Share of samples of "a photo of a <colour> <shape>" in which the classifier sees both as asked."""
+    from ldm.image_utils import pil_to_tensor
+
+    rng = np.random.default_rng(seed)
+    pairs = [(SHAPES[i % len(SHAPES)], COLOUR_NAMES[int(c)])
+             for i, c in enumerate(rng.integers(len(COLOUR_NAMES), size=concepts))]
+    right = shape_right = colour_right = 0
+    for j, (shape, colour) in enumerate(pairs):
+        images = generate.prompt2image(f"a photo of a {colour} {shape}", batch_size=samples, steps=steps,
+                                       seed=seed + j, cfg_scale=cfg_scale, sampler_name=sampler, width=IMAGE_SIZE, height=IMAGE_SIZE)
+        pred = classifier.predict(torch.cat([pil_to_tensor(im) for im, _ in images]))
+        s_ok, c_ok = pred["shape"] == SHAPES.index(shape), pred["colour"] == COLOUR_NAMES.index(colour)
+        right += int((s_ok & c_ok).sum())
+        shape_right += int(s_ok.sum())
+        colour_right += int(c_ok.sum())
+    n = concepts * samples
+    return {"shape_and_colour": right / n, "shape": shape_right / n, "colour": colour_right / n, "samples": n}
+
+
+def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTrainingSettings, command: str) -> dict:
+    out = Path(out_dir)
+    start = time.time()
+    g = _seed(settings.seed)
+    model = build_random_model(config_path)
+    timings = {}
+
+    t = time.time()
+    pool = render_pool(settings.pool_size, IMAGE_SIZE, settings.seed, settings.plain_p, settings.generic_p)
+    timings["render_s"] = time.time() - t
+    t = time.time()
+    vae_losses = train_autoencoder(model.first_stage_model, pool, settings.vae_steps, settings.vae_batch,
+                                   settings.vae_lr, g)
+    std = latent_std(model.first_stage_model, pool)
+    fold_latent_scale(model.first_stage_model, 1.0 / std)
+    timings["autoencoder_s"] = time.time() - t
+    log.info("autoencoder: final loss %.4f, latent std %.3f folded to 1", vae_losses[-1], std)
+
+    t = time.time()
+    latents = encode_pool(model, pool)
+    result = train_text_to_image(model, latents, settings.diffusion, g)
+    timings["text_to_image_s"] = time.time() - t
+
+    t = time.time()
+    vae = model.first_stage_model
+
+    def round_trip(x: torch.Tensor) -> torch.Tensor:
+        return vae.decode(vae.encode(x).mean).clamp(-1, 1)
+
+    renders = render_pool(settings.classifier_pool, IMAGE_SIZE, settings.seed + 1)
+    classifier = AttributeClassifier()
+    cls_losses = train_classifier(classifier, concat_pools(renders, round_trip_pool(renders, round_trip)),
+                                  settings.classifier_steps, settings.classifier_batch, settings.classifier_lr, g)
+    fresh = render_pool(settings.check_renders, IMAGE_SIZE, settings.seed + 2)
+    cls_acc = {"renders": accuracy(classifier, fresh.float_images(torch.arange(len(fresh))), fresh.labels),
+               "round_trips": accuracy(classifier, round_trip_pool(fresh, round_trip).float_images(
+                   torch.arange(len(fresh))), fresh.labels)}
+    timings["classifier_s"] = time.time() - t
+    timings["train_total_s"] = time.time() - start
+    log.info("classifier accuracy: %s", cls_acc)
+
+    weights = save_weights(model, out / WEIGHTS, torch.float16)
+    classifier_path = save_weights(classifier, out / CLASSIFIER, torch.float32)
+
+    # The agreement figure is measured on the weights as written (fp16), loaded the way users load them.
+    from ldm.generate import Generate
+    from ldm.model_loading import load_model_from_config
+
+    t = time.time()
+    loaded = load_model_from_config(config_path, weights, with_embedding_manager=False)
+    agreement = true_words_agreement(Generate(config=config_path, model=loaded, use_library=False), classifier,
+                                     settings.check_concepts, settings.check_samples, settings.seed + 3)
+    timings["check_s"] = time.time() - t
+    log.info("true-words agreement: %s", agreement)
+    figures = {"classifier_accuracy": cls_acc, "true_words_agreement": agreement, "timings": timings,
+               "losses": {"autoencoder_final": vae_losses[-1], "classifier_final": cls_losses[-1],
+                          "text_to_image_last_200": float(np.mean(result["losses"][-200:]))},
+               "latent_std_folded": std, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    write_manifest(out, [weights, classifier_path], command,
+                   {"config": str(config_path), "settings": asdict(settings), "figures": figures})
+    return figures
