@@ -99,5 +99,5 @@ def run(spec: dict) -> dict:
             "peak_bytes": peak.peak, "rss_before_bytes": before}
 
 
-if __name__ == "__main__":
-    print(json.dumps(run(json.loads(sys.argv[1]))))
+if __name__ == "__main__":  # process entry point: stdout is the protocol with ldm.benchmark.run
+    sys.stdout.write(json.dumps(run(json.loads(sys.argv[1]))) + "\n")
