@@ -67,7 +67,8 @@ def default_backgrounds(concept: Concept, n: int = 4) -> list[str]:
     return others[::step][:n]
 
 
-def _sample(generate, prompt: str, settings: SamplingSettings, seed: int) -> torch.Tensor:
+def sample_images(generate, prompt: str, settings: SamplingSettings, seed: int) -> torch.Tensor:
+    """settings.samples images of `prompt` from one seed, as a tensor [K, 3, H, W] in [-1, 1]."""
     images = generate.prompt2image(prompt, iterations=1, batch_size=settings.samples, steps=settings.steps,
                                    seed=seed, cfg_scale=settings.cfg_scale, sampler_name=settings.sampler,
                                    width=settings.size, height=settings.size)
@@ -78,12 +79,12 @@ def score(generate, classifier: AttributeClassifier, phrase: str, concept: Conce
           settings: SamplingSettings, name: Optional[str] = None) -> Scores:
     """Scores for one way (`phrase`) of naming `concept`; the seeds are the same for every phrase."""
     shape_id, colour_id = SHAPES.index(concept.shape), COLOUR_NAMES.index(concept.colour)
-    pred = classifier.predict(_sample(generate, PLAIN_PROMPT.format(phrase), settings, settings.seed))
+    pred = classifier.predict(sample_images(generate, PLAIN_PROMPT.format(phrase), settings, settings.seed))
     holds = (pred["shape"] == shape_id) & (pred["colour"] == colour_id)
     edits, bg_right = [], []
     for j, background in enumerate(backgrounds):
         prompt = BACKGROUND_PROMPT.format(phrase, background)
-        p = classifier.predict(_sample(generate, prompt, settings, settings.seed + 1 + j))
+        p = classifier.predict(sample_images(generate, prompt, settings, settings.seed + 1 + j))
         bg_ok = p["background"] == COLOUR_NAMES.index(background)
         bg_right.append(bg_ok)
         edits.append(bg_ok & (p["shape"] == shape_id) & (p["colour"] == colour_id))

@@ -82,16 +82,15 @@ def save_weights(module: torch.nn.Module, path: Path, dtype: torch.dtype) -> Pat
 def true_words_agreement(generate, classifier: AttributeClassifier, concepts: int, samples: int, seed: int,
                          steps: int = 25, cfg_scale: float = 5.0, sampler: str = "ddim") -> dict:
     """Share of samples of "a photo of a <colour> <shape>" in which the classifier sees both as asked."""
-    from ldm.image_utils import pil_to_tensor
+    from ldm.evaluation.toy_metrics import SamplingSettings, sample_images
 
     rng = np.random.default_rng(seed)
     pairs = [(SHAPES[i % len(SHAPES)], COLOUR_NAMES[int(c)])
              for i, c in enumerate(rng.integers(len(COLOUR_NAMES), size=concepts))]
+    settings = SamplingSettings(samples=samples, steps=steps, sampler=sampler, cfg_scale=cfg_scale, size=IMAGE_SIZE)
     right = shape_right = colour_right = 0
     for j, (shape, colour) in enumerate(pairs):
-        images = generate.prompt2image(f"a photo of a {colour} {shape}", batch_size=samples, steps=steps,
-                                       seed=seed + j, cfg_scale=cfg_scale, sampler_name=sampler, width=IMAGE_SIZE, height=IMAGE_SIZE)
-        pred = classifier.predict(torch.cat([pil_to_tensor(im) for im, _ in images]))
+        pred = classifier.predict(sample_images(generate, f"a photo of a {colour} {shape}", settings, seed + j))
         s_ok, c_ok = pred["shape"] == SHAPES.index(shape), pred["colour"] == COLOUR_NAMES.index(colour)
         right += int((s_ok & c_ok).sum())
         shape_right += int(s_ok.sum())
