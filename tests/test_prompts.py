@@ -199,3 +199,19 @@ def test_bad_settings_are_refused(model):
     with pytest.raises(ConfigError) as exc:
         PromptEncoder(model, lib).encode("a <huge> thing")
     assert "'<huge>'" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_repeated_prompts_are_encoded_once_until_the_library_changes(model, captured):
+    lib = make_library()
+    enc = PromptEncoder(model, lib)
+    with torch.no_grad():
+        first = enc.encode(["a photo of mycat", ""])
+        again = enc.encode(["a photo of mycat", ""])
+        assert again is first and len(captured) == 1  # the text transformer ran once
+        lib.add(LoadedEmbedding("mycat", vectors(2, 7), token="*"), name="mycat")  # replaces the term
+        changed = enc.encode(["a photo of mycat", ""])
+    assert len(captured) == 2 and not torch.allclose(changed[0], first[0]) and torch.equal(changed[1], first[1])
+    with torch.enable_grad():
+        enc.encode("a photo of mycat")
+        enc.encode("a photo of mycat")
+    assert len(captured) == 3  # frozen weights: nothing needs a graph, so grad mode caches too

@@ -134,6 +134,23 @@ def test_optimised_step_matches_the_fp32_reference_gradient(ti_model_and_batch):
     torch.testing.assert_close(grad_cl32, grad32, atol=1e-6, rtol=1e-4)  # memory layout alone changes nothing
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_group_norm_matches_the_fp32_computation(dtype):
+    # GroupNorm32 skips the fp32 upcast for half inputs (the kernels accumulate in fp32 already).
+    from ldm.modules.diffusionmodules.util import normalization
+
+    g = torch.Generator().manual_seed(0)
+    norm = normalization(64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(64, generator=g) + 0.5)
+        norm.bias.copy_(torch.randn(64, generator=g))
+    x = (torch.randn(2, 64, 8, 8, generator=g) * 3 + 5).to(dtype)
+    reference = torch.nn.functional.group_norm(x.float(), 32, norm.weight, norm.bias, norm.eps)
+    out = norm.to(dtype)(x)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), reference, atol=2e-2, rtol=1e-2)
+
+
 def test_gradient_checkpointing_gives_the_same_gradient(ti_model_and_batch):
     model, batch = ti_model_and_batch
     _, plain, _ = _objective_grad(model, batch)

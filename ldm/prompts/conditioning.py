@@ -13,6 +13,7 @@ empty-prompt chunks (BOS + EOS...) so they stack.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any, Optional, Union
 
 import torch
@@ -52,6 +53,9 @@ class PromptEncoder:
         self._matcher: Optional[TermMatcher] = None
         self._matcher_version: Optional[int] = None
         self._comma: Optional[int] = None
+        # Sampling re-encodes the same prompt and negative prompt for every command and batch; the text
+        # transformer's output only changes with the prompts, the library's terms and the weights' device/dtype.
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     # -- the text encoder's parts (looked up each time: the model may be moved or cast) ------------------
     @property
@@ -106,11 +110,27 @@ class PromptEncoder:
         return [c.layout(tok.bos_token_id, tok.eos_token_id, self.chunk_length) for c in chunks]
 
     # -- encoding -----------------------------------------------------------------------------------------
+    CACHE_SIZE = 32
+
     def encode(self, prompts: Union[str, list[str]]) -> torch.Tensor:
-        """Prompts -> context [B, 77 * k, D], k the largest chunk count in the batch."""
+        """Prompts -> context [B, 77 * k, D], k the largest chunk count in the batch (cached per prompt list)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ConfigError("PromptEncoder.encode got no prompts; pass a string or a list of strings")
+        weight = self.token_embedding.weight
+        key = (tuple(prompts), self.library.version if self.library is not None else None, id(self.embedder),
+               weight.device, weight.dtype, weight._version)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        z = self._encode(prompts)
+        if not torch.is_grad_enabled() or not z.requires_grad:
+            self._cache[key] = z
+            if len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return z
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
         per_prompt = [self.chunks(p) for p in prompts]
         k = max(len(c) for c in per_prompt)
         flat = [c for chunks in per_prompt for c in chunks + [Chunk()] * (k - len(chunks))]
