@@ -27,16 +27,18 @@ WEIGHTS = TOY / "toy-world.safetensors"
 CLASSIFIER = TOY / "classifier.safetensors"
 CONCEPT_DATA = ROOT / "training_data" / "toy-purple-star"
 
-# Regression floors, from runs of the committed model (2026-11-21, 2 CPU cores):
-# - true words, 8 pairs x 8 samples: the full check (24 pairs x 16) gave 37.8% shape and colour (colour
-#   alone 96.9%, shape 38.0%): the base model's shapes are still blobs except circle and ring. The
-#   issue's target is 80%; this floor only guards against getting worse.
-TRUE_WORDS_MIN = 0.2
-# - main job shortened to 250 steps, 32 samples, seeds 1/2/3: embedding fidelity 37.5% / 37.5% / 34.4%,
-#   init word "shape" 0.0% each time, true words 28.1%.
-CI_STEPS = 250
-CI_FIDELITY_MIN = 0.2
-CI_MARGIN = 0.15
+# Floors from runs of the committed model (2026-11-22, 2 CPU cores). The full check of
+# scripts/train_toy_world.py (24 pairs x 16 samples) gave 98.2% shape and colour (shape 99.5%, colour 98.4%);
+# the target is 80%, and this smaller check (8 pairs x 8) must meet it too.
+TRUE_WORDS_MIN = 0.8
+# Main job shortened to 150 steps, 32 samples per prompt (regenerate with tests/toy_ci_figures.py):
+# seeds 0/1/2 gave embedding fidelity 93.8% / 100% / 100%, editability 100% each; init word "shape"
+# fidelity 3.1% each; true words 100%.
+CI_STEPS = 150
+CI_SEED = 0
+CI_FIDELITY_MIN = 0.75
+CI_EDITABILITY_MIN = 0.75
+CI_MARGIN = 0.5
 
 
 def _toy_vae() -> torch.nn.Module:
@@ -147,14 +149,15 @@ def test_base_model_draws_what_true_words_ask_for():
 
 def test_main_job_learns_the_concept_far_above_the_init_word(tmp_path):
     r = run_main(["--base", str(FINETUNE), "-t", "--actual_resume", str(WEIGHTS), "-n", "toy", "--data_root",
-                  str(CONCEPT_DATA), "--init_word", "shape", "-l", str(tmp_path), "--max_steps", str(CI_STEPS)],
+                  str(CONCEPT_DATA), "--init_word", "shape", "-l", str(tmp_path), "--max_steps", str(CI_STEPS),
+                  "-s", str(CI_SEED)],
                  env={**tiny_env(), "OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     embedding = only_run_dir(tmp_path) / "checkpoints" / "embeddings.pt"
     result = evaluate_toy(CONFIG, WEIGHTS, CLASSIFIER, Concept("star", "purple"), "shape", embedding,
                           settings=SamplingSettings(samples=32))
     learned, init, true = result["rows"]
-    assert learned["fidelity"] >= CI_FIDELITY_MIN, result
+    assert learned["fidelity"] >= CI_FIDELITY_MIN and learned["editability"] >= CI_EDITABILITY_MIN, result
     assert learned["fidelity"] >= init["fidelity"] + CI_MARGIN, result
 
 

@@ -59,7 +59,7 @@ PLAIN_TEMPLATES: tuple[str, ...] = (
 GENERIC_SHAPE_WORD = "shape"
 
 SUPERSAMPLE = 4  # PIL polygons are not anti-aliased: draw at 4x, then downsample
-SIZE_RANGE = (0.35, 0.60)  # shape extent as a fraction of the image side
+SIZE_RANGE = (0.55, 0.85)  # shape extent as a fraction of the image side: 4-7 latent cells at f=4
 # A stream number of our own, apart from the training streams in sample_rng.
 TOY_STREAM = 101
 

@@ -45,7 +45,7 @@ class BaseTrainingSettings:
     vae_batch: int = 4
     vae_lr: float = 3e-4
     diffusion: DiffusionSchedule = field(default_factory=lambda: DiffusionSchedule(
-        steps=3000, batch_size=64, lr=5e-4, warmup=200, ema_decay=0.999, uncond_p=0.1))
+        steps=4500, batch_size=64, lr=5e-4, warmup=200, ema_decay=0.999, uncond_p=0.1))
     classifier_pool: int = 6000
     classifier_steps: int = 1500
     classifier_batch: int = 64
