@@ -40,17 +40,24 @@ def component_of(key: str) -> str:
     return "LatentDiffusion"
 
 
-def build_model(model_config: Mapping[str, Any], random_init: bool = True) -> nn.Module:
-    """Instantiate `model_config`; with random_init=False, skip weight initialisation entirely
-    (build on the meta device, then allocate) because a checkpoint is about to overwrite every weight;
-    that SD-only build leaves out the embedding manager."""
-    if random_init:
-        return instantiate_from_config(model_config)
+def _build_on_meta(model_config: Mapping[str, Any]) -> nn.Module:
     # The embedding manager is not part of an SD file; load_model_from_config attaches it after loading.
     model_config = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(model_config), resolve=True))
     model_config.params.pop("personalization_config", None)
     with torch.device("meta"):
-        model = instantiate_from_config(model_config)
+        return instantiate_from_config(model_config)
+
+
+def build_model(model_config: Mapping[str, Any], random_init: bool = True,
+                dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """Instantiate `model_config`; with random_init=False, skip weight initialisation entirely
+    (build on the meta device, then allocate, with the networks already in `dtype` when given) because a
+    checkpoint is about to overwrite every weight; that SD-only build leaves out the embedding manager."""
+    if random_init:
+        return instantiate_from_config(model_config)
+    model = _build_on_meta(model_config)
+    if dtype is not None and hasattr(model, "set_network_dtype"):
+        model.set_network_dtype(dtype)  # on meta: nothing is allocated in fp32 first
     model.to_empty(device="cpu")
     for module in model.modules():
         if hasattr(module, "reset_buffers"):
@@ -135,6 +142,28 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], us
     model.load_state_dict(prepared, strict=True)
 
 
+def _assign_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], use_ema: bool, source: str) -> None:
+    """Load into a model whose networks are still on the meta device: the file's tensors become the
+    parameters (cast one by one where the dtype differs), so no second copy of the weights ever exists.
+    Empties `sd` (its tensors now belong to the model)."""
+    prepared = prepare_state_dict(model, sd, use_ema=use_ema, source=source)
+    sd.clear()
+    check_state_dict(model, prepared, source)
+    targets = model.state_dict()
+    for key in list(prepared):
+        value, target = prepared[key], targets[key]
+        if value.is_floating_point() and target.is_floating_point() and value.dtype != target.dtype:
+            prepared[key] = value.to(target.dtype)  # the file's tensor is freed as soon as it is replaced
+    model.load_state_dict(prepared, strict=True, assign=True)
+    del prepared
+    for module in model.modules():  # buffers no file carries (the CLIP position ids)
+        if module is not model and hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"{source}: {len(left)} tensors were not loaded, first {left[0]}")
+
+
 def _model_node(config: Any) -> Any:
     if isinstance(config, (str, Path)):
         path = Path(config)
@@ -152,7 +181,7 @@ def load_model_from_config(config: Any, ckpt: Union[str, Path], use_ema: Optiona
     in eval mode on `device`."""
     model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
     # A diffusers model folder is renamed to our layout here; any other folder is refused by read_state_dict.
-    sd = read_diffusers_folder(ckpt) if is_diffusers_folder(ckpt) else read_state_dict(ckpt)
+    sd = dict(read_diffusers_folder(ckpt) if is_diffusers_folder(ckpt) else read_state_dict(ckpt))
     cond = model_config.params.get("cond_stage_config")
     if cond is not None:
         if cond.get("params") is None:
@@ -161,10 +190,17 @@ def load_model_from_config(config: Any, ckpt: Union[str, Path], use_ema: Optiona
             cond.params.model_path = str(ckpt)  # lets the tokenizer search beside the model
     # The embedding manager is attached after loading: its init words need the real token embeddings.
     personalization = model_config.params.get("personalization_config")
-    model = build_model(model_config, random_init=False)
+    # The networks stay on the meta device (already in `dtype`) until the file's tensors are assigned to
+    # them: the peak is one copy of the weights, where an fp32 build plus the file used to be two or three.
+    model = _build_on_meta(model_config)
+    if dtype is not None and hasattr(model, "set_network_dtype"):
+        model.set_network_dtype(dtype)
+    model.to_empty(device="cpu", recurse=False)  # LatentDiffusion's own buffers: the noise schedule
+    if hasattr(model, "reset_buffers"):
+        model.reset_buffers()
     if use_ema is None:
         use_ema = bool(getattr(model, "use_ema", False))
-    load_state_dict_checked(model, sd, use_ema=use_ema, source=str(ckpt))
+    _assign_state_dict(model, sd, use_ema=use_ema, source=str(ckpt))
     del sd
     if personalization is not None and with_embedding_manager:
         model.attach_embedding_manager(personalization)

@@ -70,8 +70,10 @@ def test_tiny_roundtrip_every_format(tiny_model, tmp_path, fmt, dtype):
         if key in saved and not key.startswith(("betas", "alphas", "sqrt", "log_", "posterior")):
             assert torch.equal(value, saved[key].to(value.dtype)), key
     if dtype == torch.float32:
+        # Identical weights; safetensors tensors are used in place (memory-mapped, not 64-byte aligned), so
+        # SIMD kernels may sum in another order: equal to float32 rounding, not necessarily bit for bit.
         for ours, theirs in zip(_outputs(loaded), _outputs(tiny_model)):
-            assert torch.equal(ours, theirs)
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     assert loaded.alphas_cumprod.dtype == torch.float32
     assert torch.equal(loaded.alphas_cumprod, tiny_model.alphas_cumprod)  # schedule never degraded by fp16
 
@@ -237,8 +239,8 @@ def test_full_size_roundtrip(full_model, tmp_path, fmt, dtype):
     sd_keys = [k for k in loaded.state_dict() if not k.startswith("embedding_manager.")]
     assert len(sd_keys) == len(model.state_dict()) == 1142
     for ours, theirs in zip(_outputs(loaded), reference):
-        if dtype == torch.float32:
-            assert torch.equal(ours, theirs)
+        if dtype == torch.float32:  # float32 rounding only (memory-mapped weights; see the tiny round trip)
+            torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
         else:  # fp16 rounding of the weights only; seen: max relative error 1.5e-3 (UNet), 7e-4 (text, VAE)
             assert ((ours - theirs).abs().max() / theirs.abs().max()).item() < 2e-2
     del loaded

@@ -28,7 +28,9 @@ def _strict(cls: Any, config: dict, state: dict) -> Any:
     return module.eval()
 
 
-def load_components(ckpt: str, dtype: torch.dtype) -> dict:
+def load_components(ckpt: str, dtype: torch.dtype, like_example: bool = False) -> dict:
+    """UNet and VAE in `dtype`, the text encoder in fp32. `like_example`: load them in fp32 first and cast,
+    as examples/textual_inversion does (`from_pretrained`, then `.to(weight_dtype)`)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
                                                      create_unet_diffusers_config_from_ldm,
@@ -38,12 +40,15 @@ def load_components(ckpt: str, dtype: torch.dtype) -> dict:
     from ldm.modules.encoders.modules import VIT_L14_TEXT
     from ldm.modules.encoders.tokenizer import load_tokenizer
 
+    def loaded(converted: dict) -> dict:  # from_pretrained's default dtype is fp32, whatever the file holds
+        return {k: v.float() if v.is_floating_point() else v for k, v in converted.items()} if like_example else converted
+
     sd = read_state_dict(ckpt)
     original = OmegaConf.to_container(OmegaConf.load(SD_CONFIG))
     ucfg = create_unet_diffusers_config_from_ldm(original, sd)
-    unet = _strict(UNet2DConditionModel, ucfg, convert_ldm_unet_checkpoint(sd, ucfg)).to(dtype)
+    unet = _strict(UNet2DConditionModel, ucfg, loaded(convert_ldm_unet_checkpoint(sd, ucfg))).to(dtype)
     vcfg = create_vae_diffusers_config_from_ldm(original, sd)
-    vae = _strict(AutoencoderKL, vcfg, convert_ldm_vae_checkpoint(sd, vcfg)).to(dtype)
+    vae = _strict(AutoencoderKL, vcfg, loaded(convert_ldm_vae_checkpoint(sd, vcfg))).to(dtype)
     prefix = "cond_stage_model.transformer.text_model."
     text_state = {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
     text_state.pop("embeddings.position_ids", None)

@@ -16,7 +16,8 @@ def load_training_model(ckpt: str, precision: str, gradient_checkpointing: bool 
     from ldm.model_loading import load_model_from_config
 
     config = OmegaConf.load(FINETUNE_CONFIG)
-    model = load_model_from_config(config, ckpt, with_embedding_manager=True)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)  # as main.py loads it
+    model = load_model_from_config(config, ckpt, dtype=dtype, with_embedding_manager=True)
     model.training_config = TrainingConfig(network_precision=precision, gradient_checkpointing=gradient_checkpointing,
                                            channels_last=channels_last)
     return model

@@ -32,6 +32,7 @@ def summarise(results: list[dict]) -> dict:
     batch = results[0]["median_s"] / results[0]["per_sample_s"]
     return {"median_s": median_s, "per_sample_s": median_s / batch, "samples_per_s": batch / median_s,
             "peak_gib": max(r["peak_bytes"] for r in results) / 2**30,
+            "process_peak_gib": max(r["process_peak_bytes"] for r in results) / 2**30,
             "runs_median_s": [r["median_s"] for r in results]}
 
 
@@ -66,5 +67,6 @@ def benchmark(spec: dict, sides: list[str], rounds: int) -> dict:
             ratios[f"time_ours_vs_{other}"] = ours["median_s"] / theirs["median_s"]
             if other != "floor":
                 ratios[f"peak_memory_ours_vs_{other}"] = ours["peak_gib"] / theirs["peak_gib"]
+                ratios[f"process_peak_memory_ours_vs_{other}"] = ours["process_peak_gib"] / theirs["process_peak_gib"]
     out["ratios"] = ratios
     return out

@@ -106,7 +106,7 @@ class SpatialTransformer(nn.Module):
         x = self.norm(x)
         if not self.use_linear:
             x = self.proj_in(x)
-        x = x.flatten(2).transpose(1, 2)
+        x = x.flatten(2).transpose(1, 2).contiguous()  # [B, HW, C] once, not a strided view every op copies
         if self.use_linear:
             x = self.proj_in(x)
         for block in self.transformer_blocks:

@@ -41,7 +41,10 @@ def build_model(config: DictConfig, actual_resume: Optional[str], embedding_ckpt
     from ldm.model_loading import load_model_from_config
 
     if actual_resume:
-        model = load_model_from_config(config, actual_resume, device="cpu")
+        # Load straight into the frozen networks' precision: one copy of the weights in memory, never fp32 first.
+        precision = OmegaConf.select(config, "model.params.training.network_precision", default="fp32")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        model = load_model_from_config(config, actual_resume, device="cpu", dtype=dtype)
     else:
         log.warning("no --actual_resume: the networks keep their random initialisation (tests and toy configs only)")
         model = instantiate_from_config(config.model)
