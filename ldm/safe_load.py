@@ -80,12 +80,49 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _read_into_owned_tensors(path: PathLike) -> dict[str, torch.Tensor]:
+    """Read every tensor into memory of its own, allocated by torch (aligned, anonymous), with plain reads.
+
+    safetensors' load_file hands out views of a memory map instead: the weights then sit in file pages at
+    arbitrary alignment, which made a bf16 UNet forward ~20% slower on CPU here, and keeps the whole file
+    mapped (counted in RSS) while the model holds any of it.
+    """
+    import json
+
+    out: dict[str, torch.Tensor] = {}
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+        base = 8 + size
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = info["data_offsets"]
+            tensor = torch.empty(info["shape"], dtype=_SAFETENSORS_DTYPES[info["dtype"]])
+            if tensor.numel():
+                fh.seek(base + begin)
+                buffer = tensor.view(-1).view(torch.uint8).numpy()
+                if fh.readinto(memoryview(buffer)) != end - begin or buffer.nbytes != end - begin:
+                    raise ValueError(f"tensor {name!r} is truncated")
+            out[name] = tensor
+    return out
+
+
 def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path), device="cpu")
+        with safe_open(str(path), "pt") as f:  # validates the header and offsets
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        if dtypes <= set(_SAFETENSORS_DTYPES):
+            return _read_into_owned_tensors(path)
+        return load_file(str(path), device="cpu")  # rarer dtypes (fp8, ...): safetensors' own reader
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable .safetensors file ({_first_line(exc)})") from None
 
