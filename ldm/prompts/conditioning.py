@@ -118,7 +118,9 @@ class PromptEncoder:
         if not prompts:
             raise ConfigError("PromptEncoder.encode got no prompts; pass a string or a list of strings")
         weight = self.token_embedding.weight
-        key = (tuple(prompts), self.library.version if self.library is not None else None, id(self.embedder),
+        # In-place edits of a term's vectors bump their tensor version, so they miss the cache too.
+        terms = tuple((id(t.vectors), t.vectors._version) for t in self.library.terms().values()) if self.library else ()
+        key = (tuple(prompts), self.library.version if self.library is not None else None, terms, id(self.embedder),
                weight.device, weight.dtype, weight._version)
         if key in self._cache:
             self._cache.move_to_end(key)
