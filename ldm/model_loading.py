@@ -48,16 +48,13 @@ def _build_on_meta(model_config: Mapping[str, Any]) -> nn.Module:
         return instantiate_from_config(model_config)
 
 
-def build_model(model_config: Mapping[str, Any], random_init: bool = True,
-                dtype: Optional[torch.dtype] = None) -> nn.Module:
+def build_model(model_config: Mapping[str, Any], random_init: bool = True) -> nn.Module:
     """Instantiate `model_config`; with random_init=False, skip weight initialisation entirely
-    (build on the meta device, then allocate, with the networks already in `dtype` when given) because a
-    checkpoint is about to overwrite every weight; that SD-only build leaves out the embedding manager."""
+    (build on the meta device, then allocate) because a checkpoint is about to overwrite every weight;
+    that SD-only build leaves out the embedding manager."""
     if random_init:
         return instantiate_from_config(model_config)
     model = _build_on_meta(model_config)
-    if dtype is not None and hasattr(model, "set_network_dtype"):
-        model.set_network_dtype(dtype)  # on meta: nothing is allocated in fp32 first
     model.to_empty(device="cpu")
     for module in model.modules():
         if hasattr(module, "reset_buffers"):
