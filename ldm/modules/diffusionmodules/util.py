@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
+from ldm.modules.conv import Conv2d
+
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, [cos | sin] as in the SD v1 UNet."""
@@ -52,7 +54,7 @@ def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
     if dims == 1:
         return nn.Conv1d(*args, **kwargs)
     if dims == 2:
-        return nn.Conv2d(*args, **kwargs)
+        return Conv2d(*args, **kwargs)
     if dims == 3:
         return nn.Conv3d(*args, **kwargs)
     raise ValueError(f"unsupported dims: {dims} (use 1, 2 or 3)")
