@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the toy world's base model (autoencoder, UNet and CLIP text transformer) and its attribute
 classifier from scratch with a fixed seed, then write models/toy-world/{toy-world,classifier}.safetensors
-and MANIFEST.json (sha256 sums, this command, the figures). About 45 minutes on 2 CPU cores."""
+and MANIFEST.json (sha256 sums, this command, the figures). About 52 minutes on 2 CPU cores."""
 from __future__ import annotations
 
 import argparse
