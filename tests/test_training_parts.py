@@ -213,3 +213,11 @@ def test_two_concepts_in_one_run(tiny_ckpt, tmp_path):
 
     terms = read_embedding_file(only_run_dir(tmp_path / "logs") / "checkpoints" / "embeddings.pt")
     assert sorted(t.token for t in terms) == ["<aa>", "<bb>"]
+
+
+def test_network_dtype_names_every_precision_and_refuses_others():
+    from ldm.training.config import NETWORK_PRECISIONS, network_dtype
+
+    assert [network_dtype(p) for p in NETWORK_PRECISIONS] == [torch.float32, torch.bfloat16, torch.float16]
+    with pytest.raises(ConfigError, match="'bf32'.*fp32, bf16, fp16"):
+        network_dtype("bf32")

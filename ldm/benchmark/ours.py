@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ldm.benchmark.weights import FINETUNE_CONFIG
-from ldm.training.config import TrainingConfig
+from ldm.training.config import TrainingConfig, network_dtype
 from ldm.training.objective import TextualInversionObjective
 
 N_IMAGES = 5  # a typical concept folder: after each (image, flip) was seen once, latents come from the cache
@@ -16,8 +16,8 @@ def load_training_model(ckpt: str, precision: str, gradient_checkpointing: bool 
     from ldm.model_loading import load_model_from_config
 
     config = OmegaConf.load(FINETUNE_CONFIG)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)  # as main.py loads it
-    model = load_model_from_config(config, ckpt, dtype=dtype, with_embedding_manager=True)
+    # as main.py loads it: straight into the frozen networks' precision
+    model = load_model_from_config(config, ckpt, dtype=network_dtype(precision), with_embedding_manager=True)
     model.training_config = TrainingConfig(network_precision=precision, gradient_checkpointing=gradient_checkpointing,
                                            channels_last=channels_last)
     return model

@@ -13,8 +13,8 @@ import time
 import torch
 
 from ldm.benchmark.memory import PeakMemory, release_memory, rss_bytes
+from ldm.training.config import network_dtype
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PROMPT = "a photo of an astronaut riding a horse"
 
 
@@ -35,7 +35,7 @@ def _timed(step, n: int, device: str) -> list[float]:
 
 
 def _train(spec: dict):
-    side, dtype, res, bs, device = spec["side"], DTYPES[spec["precision"]], spec["resolution"], spec["batch"], spec["device"]
+    side, dtype, res, bs, device = spec["side"], network_dtype(spec["precision"]), spec["resolution"], spec["batch"], spec["device"]
     g = torch.Generator().manual_seed(0)
     if side == "ours":
         from ldm.benchmark.ours import OurTrainer, load_training_model
@@ -63,7 +63,7 @@ def _train(spec: dict):
 
 
 def _sample(spec: dict):
-    side, dtype, res, bs, device = spec["side"], DTYPES[spec["precision"]], spec["resolution"], spec["batch"], spec["device"]
+    side, dtype, res, bs, device = spec["side"], network_dtype(spec["precision"]), spec["resolution"], spec["batch"], spec["device"]
     steps, cfg = spec["sample_steps"], spec["cfg_scale"]
     if side == "ours":
         from ldm.generate import Generate

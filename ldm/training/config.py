@@ -4,9 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
+import torch
+
 from ldm.errors import ConfigError
 
 NETWORK_PRECISIONS = ("fp32", "bf16", "fp16")
+_NETWORK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def network_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a `training.network_precision` name (one of NETWORK_PRECISIONS)."""
+    if precision not in _NETWORK_DTYPES:
+        raise ConfigError(f"network precision {precision!r} is unknown; choose one of: {', '.join(NETWORK_PRECISIONS)}")
+    return _NETWORK_DTYPES[precision]
 
 
 @dataclass

@@ -7,16 +7,13 @@ from typing import Any, Mapping
 
 import torch
 
-from ldm.training.config import TrainingConfig
+from ldm.training.config import TrainingConfig, network_dtype
 from ldm.training.latent_cache import LatentCache
 from ldm.training.loss import diffusion_loss
 from ldm.training.lr_schedule import make_schedule
 from ldm.training.step_rng import step_generator
 
 log = logging.getLogger(__name__)
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 class TextualInversionObjective:
     """Plain helper owned by LatentDiffusion (kept out of its module tree so it adds no state)."""
 
@@ -28,7 +25,7 @@ class TextualInversionObjective:
     def prepare_networks(self) -> None:
         m, c = self.model, self.config
         if c.network_precision != "fp32":
-            m.set_network_dtype(_DTYPES[c.network_precision])
+            m.set_network_dtype(network_dtype(c.network_precision))
             m.embedding_manager.float()  # the vectors stay fp32; they are cast at the splice
         if c.channels_last:
             m.model.diffusion_model.to(memory_format=torch.channels_last)

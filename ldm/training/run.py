@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ldm.callbacks import EmbeddingSnapshot, LossCurve, ResumeCheckpoint, SetupCallback
 from ldm.errors import ConfigError
 from ldm.training.checkpoint_io import AtomicCheckpointIO
+from ldm.training.config import network_dtype
 from ldm.training.launch import apply_cli, merge_configs, parse_gpus, resolve_resume, run_name
 from ldm.util import instantiate_from_config, seed_everything
 
@@ -43,8 +44,7 @@ def build_model(config: DictConfig, actual_resume: Optional[str], embedding_ckpt
     if actual_resume:
         # Load straight into the frozen networks' precision: one copy of the weights in memory, never fp32 first.
         precision = OmegaConf.select(config, "model.params.training.network_precision", default="fp32")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        model = load_model_from_config(config, actual_resume, device="cpu", dtype=dtype)
+        model = load_model_from_config(config, actual_resume, device="cpu", dtype=network_dtype(precision))
     else:
         log.warning("no --actual_resume: the networks keep their random initialisation (tests and toy configs only)")
         model = instantiate_from_config(config.model)
