@@ -6,18 +6,18 @@
 
 Extra `key=value` arguments override the merged config (e.g. data.params.batch_size=4).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 
-from ldm.cli import run_cli
-from ldm.errors import LdmUserError
-
 # Old configs name these as main.DataModuleFromConfig / main.ImageLogger.
 from ldm.callbacks import ImageLogger  # noqa: F401  (re-exported for config targets)
+from ldm.cli import run_cli
 from ldm.data.datamodule import DataModuleFromConfig  # noqa: F401
+from ldm.errors import LdmUserError
 
 
 def str2bool(value: str) -> bool:
@@ -32,8 +32,14 @@ def str2bool(value: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-b", "--base", nargs="*", default=[], metavar="config.yaml",
-                   help="configs merged left to right (later ones win)")
+    p.add_argument(
+        "-b",
+        "--base",
+        nargs="*",
+        default=[],
+        metavar="config.yaml",
+        help="configs merged left to right (later ones win)",
+    )
     p.add_argument("-t", "--train", type=str2bool, nargs="?", const=True, default=False, help="train")
     p.add_argument("-n", "--name", default="", help="run name, the suffix of the log directory")
     p.add_argument("-p", "--postfix", default="", help="extra suffix of the log directory")
@@ -41,20 +47,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actual_resume", default="", help="the Stable Diffusion v1 .ckpt/.safetensors to invert into")
     p.add_argument("--data_root", action="append", help="folder of training images (repeat for several concepts)")
     p.add_argument("--init_word", action="append", help="word(s) the embedding starts from (one per placeholder)")
-    p.add_argument("--placeholder_string", action="append",
-                   help="the learned word, e.g. '*' or '<my-cat>' (one per data folder)")
+    p.add_argument(
+        "--placeholder_string", action="append", help="the learned word, e.g. '*' or '<my-cat>' (one per data folder)"
+    )
     p.add_argument("--embedding_manager_ckpt", default="", help="start from an existing embedding file (any format)")
     p.add_argument("--gpus", default=None, help="GPU indices, e.g. '0,' or '0,1'; omit for CPU")
     p.add_argument("--num_nodes", type=int, default=1, help="machines for DDP (with torchrun/SLURM)")
-    p.add_argument("--no-test", dest="no_test", type=str2bool, nargs="?", const=True, default=True,
-                   help="skip testing after training (there is no test stage; accepted for compatibility)")
+    p.add_argument(
+        "--no-test",
+        dest="no_test",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="skip testing after training (there is no test stage; accepted for compatibility)",
+    )
     p.add_argument("-s", "--seed", type=int, default=23, help="seed of the data order, noise and timesteps")
     p.add_argument("-l", "--logdir", default="logs", help="parent folder of run directories")
-    p.add_argument("--scale_lr", type=str2bool, nargs="?", const=True, default=True,
-                   help="lr = accumulate x devices x batch x base_lr (as the paper; --scale_lr false to disable)")
-    p.add_argument("--max_steps", type=int, default=None, help="optimizer steps (overrides lightning.trainer.max_steps)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="dtype of the frozen networks; the learned vectors stay fp32")
+    p.add_argument(
+        "--scale_lr",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="lr = accumulate x devices x batch x base_lr (as the paper; --scale_lr false to disable)",
+    )
+    p.add_argument(
+        "--max_steps", type=int, default=None, help="optimizer steps (overrides lightning.trainer.max_steps)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="dtype of the frozen networks; the learned vectors stay fp32",
+    )
     p.add_argument("--debug_dataset", action="store_true", help="print the captions and token ids, then exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -63,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
     # Progress and info go to stdout so stderr carries only problems (a bad input is one line there).
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from ldm.training.run import debug_dataset, train
 
     def body() -> int:
@@ -77,6 +106,7 @@ def main(argv=None) -> int:
         return 0
 
     return run_cli(body)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,9 @@
 """What every command-line entry point shares: a user error is one line on stderr and exit code 2."""
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from ldm.errors import LdmUserError
 
@@ -20,4 +21,6 @@ def configure_logging(verbose: bool) -> None:
     """Warnings only by default, so a user error stays the single line on stderr; -v shows progress."""
     import logging
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )

@@ -1,8 +1,8 @@
 """Device and precision choice: cuda > mps > cpu, and the dtype a precision name means there."""
+
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import torch
 
@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "autocast", "full", "fp32", "float32", "fp16", "half", "float16", "bf16", "bfloat16")
 
 
-def choose_device(requested: Optional[str] = None) -> torch.device:
+def choose_device(requested: str | None = None) -> torch.device:
     """The requested device, or the best available one when None/'auto'."""
     if requested in (None, "", "auto"):
         if torch.cuda.is_available():

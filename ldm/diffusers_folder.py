@@ -6,13 +6,14 @@ its own keys reveal (levels, res blocks per level, which levels have attention);
 be used exactly once and every expected module must appear, so nothing is dropped or invented. The
 result is then checked key by key and shape by shape against the built model by `check_state_dict`.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -21,23 +22,41 @@ from ldm.safe_load import read_state_dict
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 Tensors = dict[str, torch.Tensor]
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer.text_model."
-PARTS = {"unet": ("diffusion_pytorch_model",), "vae": ("diffusion_pytorch_model",),
-         "text_encoder": ("model", "pytorch_model")}
+PARTS = {
+    "unet": ("diffusion_pytorch_model",),
+    "vae": ("diffusion_pytorch_model",),
+    "text_encoder": ("model", "pytorch_model"),
+}
 
 # How each kind of module names its parameters: diffusers sub-module -> CompVis sub-module.
 SAME = "same"
-UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-               "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 VAE_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "conv_shortcut": "nin_shortcut"}
 # diffusers < 0.14 saved the VAE attention as query/key/value/proj_attn; newer as to_q/to_k/to_v/to_out.0.
-VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out",
-                 "query": "q", "key": "k", "value": "v", "proj_attn": "proj_out"}
+VAE_ATTENTION = {
+    "group_norm": "norm",
+    "to_q": "q",
+    "to_k": "k",
+    "to_v": "v",
+    "to_out.0": "proj_out",
+    "query": "q",
+    "key": "k",
+    "value": "v",
+    "proj_attn": "proj_out",
+}
 # SD 2.x / SDXL UNets have other text encoders; our model is SD v1 only.
 OTHER_FAMILIES = {1024: "SD 2.x", 1280: "SDXL refiner", 2048: "SDXL"}
 
@@ -56,8 +75,10 @@ def read_diffusers_folder(path: PathLike) -> Tensors:
     folder = Path(path).expanduser()
     missing = [part for part in PARTS if not (folder / part).is_dir()]
     if missing:
-        raise CheckpointError(f"diffusers folder {folder} has no {', '.join(p + '/' for p in missing)} subfolder; "
-                              "pass a complete SD v1 diffusers folder (unet/, vae/, text_encoder/) or a .ckpt file")
+        raise CheckpointError(
+            f"diffusers folder {folder} has no {', '.join(p + '/' for p in missing)} subfolder; "
+            "pass a complete SD v1 diffusers folder (unet/, vae/, text_encoder/) or a .ckpt file"
+        )
     unet_config = _read_json(folder / "unet" / "config.json")
     check_unet_config(unet_config, folder)
     out: Tensors = {}
@@ -65,8 +86,9 @@ def read_diffusers_folder(path: PathLike) -> Tensors:
         sd = read_part(folder / part)
         converted = convert(sd, source=f"{folder}/{part}")
         if len(converted) != len(sd):  # every source tensor lands on its own key
-            raise CheckpointError(f"{folder}/{part}: {len(sd)} tensors became {len(converted)} keys; "
-                                  "the folder's key layout is not SD v1")
+            raise CheckpointError(
+                f"{folder}/{part}: {len(sd)} tensors became {len(converted)} keys; the folder's key layout is not SD v1"
+            )
         out.update(converted)
     if unet_config:
         _check_unet_matches_config(out, unet_config, folder)
@@ -102,8 +124,9 @@ def weight_files(part_dir: Path) -> list[Path]:
                     return [part_dir / name for name in shards]
     found = sorted(p.name for p in part_dir.iterdir()) if part_dir.is_dir() else []
     names = " or ".join(f"{stem}.safetensors/.bin" for stem in PARTS[part_dir.name])
-    raise CheckpointError(f"{part_dir} has no {names} (found: {', '.join(found[:5]) or 'nothing'}); "
-                          "pass a complete diffusers folder")
+    raise CheckpointError(
+        f"{part_dir} has no {names} (found: {', '.join(found[:5]) or 'nothing'}); pass a complete diffusers folder"
+    )
 
 
 def read_part(part_dir: Path) -> Tensors:
@@ -126,22 +149,28 @@ def check_unet_config(config: dict[str, Any], folder: Path) -> None:
     elif family is None and config.get("use_linear_projection"):
         family = "SD 2.x"
     if family:
-        raise CheckpointError(f"diffusers folder {folder} holds a {family} UNet (cross_attention_dim {cross}, "
-                              f"use_linear_projection {config.get('use_linear_projection', False)}); "
-                              "this code loads SD v1.x models only; pass an SD v1.x folder or checkpoint")
+        raise CheckpointError(
+            f"diffusers folder {folder} holds a {family} UNet (cross_attention_dim {cross}, "
+            f"use_linear_projection {config.get('use_linear_projection', False)}); "
+            "this code loads SD v1.x models only; pass an SD v1.x folder or checkpoint"
+        )
 
 
 def _check_unet_matches_config(sd: Tensors, config: dict[str, Any], folder: Path) -> None:
     """The weights must agree with unet/config.json: a mismatch means a hand-edited or mixed folder."""
-    checks = (("block_out_channels", "input_blocks.0.0.weight", 0, lambda v: v[0] if v else None),
-              ("in_channels", "input_blocks.0.0.weight", 1, lambda v: v),
-              ("out_channels", "out.2.weight", 0, lambda v: v))
+    checks = (
+        ("block_out_channels", "input_blocks.0.0.weight", 0, lambda v: v[0] if v else None),
+        ("in_channels", "input_blocks.0.0.weight", 1, lambda v: v),
+        ("out_channels", "out.2.weight", 0, lambda v: v),
+    )
     for name, key, dim, pick in checks:
         want = pick(config[name]) if name in config else None
         tensor = sd.get(UNET_PREFIX + key)
         if want is not None and tensor is not None and tensor.shape[dim] != want:
-            raise CheckpointError(f"{folder}/unet: config.json says {name} {config[name]} but the weights have "
-                                  f"{tensor.shape[dim]}; re-save the diffusers folder")
+            raise CheckpointError(
+                f"{folder}/unet: config.json says {name} {config[name]} but the weights have "
+                f"{tensor.shape[dim]}; re-save the diffusers folder"
+            )
 
 
 def _indices(keys: list[str], pattern: str) -> list[int]:
@@ -152,8 +181,9 @@ def _levels(keys: list[str], blocks: str, source: str) -> tuple[int, int, list[b
     """(levels, res blocks per level, attention per level) of `encoder.down_blocks`-style keys."""
     levels = _indices(keys, rf"{re.escape(blocks)}\.(\d+)\.")
     if not levels or levels != list(range(len(levels))):
-        raise CheckpointError(f"{source}: no {blocks}.N keys (found {', '.join(keys[:3])}); "
-                              "is this an SD v1 diffusers folder?")
+        raise CheckpointError(
+            f"{source}: no {blocks}.N keys (found {', '.join(keys[:3])}); is this an SD v1 diffusers folder?"
+        )
     layers = len(_indices(keys, rf"{re.escape(blocks)}\.0\.resnets\.(\d+)\."))
     attention = [any(k.startswith(f"{blocks}.{i}.attentions.") for k in keys) for i in levels]
     return len(levels), layers, attention
@@ -173,8 +203,10 @@ def _rename(sd: Tensors, modules: list[tuple[str, str, Any]], prefix: str, sourc
             if module in table:
                 break
         else:
-            raise CheckpointError(f"{source}: unexpected key '{key}'; the folder is not an SD v1 model "
-                                  "(or another diffusers version); pass an SD v1.x folder or .ckpt")
+            raise CheckpointError(
+                f"{source}: unexpected key '{key}'; the folder is not an SD v1 model "
+                "(or another diffusers version); pass an SD v1.x folder or .ckpt"
+            )
         ours, leaves = table[module]
         leaf_module, _, param = ".".join(parts[cut:]).rpartition(".")
         if leaves is not SAME:
@@ -185,24 +217,33 @@ def _rename(sd: Tensors, modules: list[tuple[str, str, Any]], prefix: str, sourc
                 value = value[:, :, None, None]  # diffusers' Linear [C, C] is CompVis' 1x1 conv [C, C, 1, 1]
         target = prefix + ".".join(p for p in (ours, leaf_module, param) if p)
         if target in out:
-            raise CheckpointError(f"{source}: two keys map to '{target}' (the second is '{key}'); "
-                                  "the folder mixes layouts; re-save it with one diffusers version")
+            raise CheckpointError(
+                f"{source}: two keys map to '{target}' (the second is '{key}'); "
+                "the folder mixes layouts; re-save it with one diffusers version"
+            )
         out[target] = value
         used.add(module)
     unused = [theirs for theirs in table if theirs not in used]
     if unused:
-        raise CheckpointError(f"{source}: {len(unused)} modules have no weights, first {', '.join(unused[:3])}; "
-                              "the folder is incomplete or not SD v1")
+        raise CheckpointError(
+            f"{source}: {len(unused)} modules have no weights, first {', '.join(unused[:3])}; "
+            "the folder is incomplete or not SD v1"
+        )
     return out
 
 
 def unet_modules(levels: int, layers: int, attention: list[bool]) -> list[tuple[str, str, Any]]:
     """diffusers UNet2DConditionModel modules -> CompVis UNetModel modules, for SD v1's block pattern."""
     m: list[tuple[str, str, Any]] = [
-        ("conv_in", "input_blocks.0.0", SAME), ("time_embedding.linear_1", "time_embed.0", SAME),
-        ("time_embedding.linear_2", "time_embed.2", SAME), ("conv_norm_out", "out.0", SAME),
-        ("conv_out", "out.2", SAME), ("mid_block.resnets.0", "middle_block.0", UNET_RESNET),
-        ("mid_block.attentions.0", "middle_block.1", SAME), ("mid_block.resnets.1", "middle_block.2", UNET_RESNET)]
+        ("conv_in", "input_blocks.0.0", SAME),
+        ("time_embedding.linear_1", "time_embed.0", SAME),
+        ("time_embedding.linear_2", "time_embed.2", SAME),
+        ("conv_norm_out", "out.0", SAME),
+        ("conv_out", "out.2", SAME),
+        ("mid_block.resnets.0", "middle_block.0", UNET_RESNET),
+        ("mid_block.attentions.0", "middle_block.1", SAME),
+        ("mid_block.resnets.1", "middle_block.2", UNET_RESNET),
+    ]
     for i in range(levels):  # input_blocks: conv_in, then per level `layers` res(+attn) blocks and a downsampler
         for j in range(layers):
             block = 1 + i * (layers + 1) + j
@@ -220,8 +261,9 @@ def unet_modules(levels: int, layers: int, attention: list[bool]) -> list[tuple[
                 m.append((f"up_blocks.{i}.attentions.{j}", f"output_blocks.{block}.1", SAME))
         if i < levels - 1:  # the upsampler follows the last res block (and its attention, if any)
             last = i * (layers + 1) + layers
-            m.append((f"up_blocks.{i}.upsamplers.0.conv", f"output_blocks.{last}.{2 if has_attention else 1}.conv",
-                      SAME))
+            m.append(
+                (f"up_blocks.{i}.upsamplers.0.conv", f"output_blocks.{last}.{2 if has_attention else 1}.conv", SAME)
+            )
     return m
 
 
@@ -230,19 +272,24 @@ def vae_modules(levels: int, layers: int) -> list[tuple[str, str, Any]]:
     from the lowest resolution in diffusers and from the highest in CompVis)."""
     m: list[tuple[str, str, Any]] = [("quant_conv", "quant_conv", SAME), ("post_quant_conv", "post_quant_conv", SAME)]
     for side in ("encoder", "decoder"):
-        m += [(f"{side}.conv_in", f"{side}.conv_in", SAME), (f"{side}.conv_out", f"{side}.conv_out", SAME),
-              (f"{side}.conv_norm_out", f"{side}.norm_out", SAME),
-              (f"{side}.mid_block.resnets.0", f"{side}.mid.block_1", VAE_RESNET),
-              (f"{side}.mid_block.attentions.0", f"{side}.mid.attn_1", VAE_ATTENTION),
-              (f"{side}.mid_block.resnets.1", f"{side}.mid.block_2", VAE_RESNET)]
+        m += [
+            (f"{side}.conv_in", f"{side}.conv_in", SAME),
+            (f"{side}.conv_out", f"{side}.conv_out", SAME),
+            (f"{side}.conv_norm_out", f"{side}.norm_out", SAME),
+            (f"{side}.mid_block.resnets.0", f"{side}.mid.block_1", VAE_RESNET),
+            (f"{side}.mid_block.attentions.0", f"{side}.mid.attn_1", VAE_ATTENTION),
+            (f"{side}.mid_block.resnets.1", f"{side}.mid.block_2", VAE_RESNET),
+        ]
     for i in range(levels):
-        m += [(f"encoder.down_blocks.{i}.resnets.{j}", f"encoder.down.{i}.block.{j}", VAE_RESNET)
-              for j in range(layers)]
+        m += [
+            (f"encoder.down_blocks.{i}.resnets.{j}", f"encoder.down.{i}.block.{j}", VAE_RESNET) for j in range(layers)
+        ]
         if i < levels - 1:
             m.append((f"encoder.down_blocks.{i}.downsamplers.0.conv", f"encoder.down.{i}.downsample.conv", SAME))
         up = levels - 1 - i
-        m += [(f"decoder.up_blocks.{i}.resnets.{j}", f"decoder.up.{up}.block.{j}", VAE_RESNET)
-              for j in range(layers + 1)]
+        m += [
+            (f"decoder.up_blocks.{i}.resnets.{j}", f"decoder.up.{up}.block.{j}", VAE_RESNET) for j in range(layers + 1)
+        ]
         if i < levels - 1:
             m.append((f"decoder.up_blocks.{i}.upsamplers.0.conv", f"decoder.up.{up}.upsample.conv", SAME))
     return m
@@ -263,13 +310,15 @@ def text_encoder_to_ldm(sd: Tensors, source: str = "text_encoder") -> Tensors:
     """transformers 4 saves CLIPTextModel keys as `text_model.*`, transformers 5 without that level."""
     out: Tensors = {}
     for key, value in sd.items():
-        bare = key[len("text_model."):] if key.startswith("text_model.") else key
+        bare = key[len("text_model.") :] if key.startswith("text_model.") else key
         if not bare.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
-            raise CheckpointError(f"{source}: unexpected key '{key}'; SD v1 uses a plain CLIPTextModel "
-                                  "text encoder; pass an SD v1.x diffusers folder")
+            raise CheckpointError(
+                f"{source}: unexpected key '{key}'; SD v1 uses a plain CLIPTextModel "
+                "text encoder; pass an SD v1.x diffusers folder"
+            )
         if TEXT_PREFIX + bare in out:
-            raise CheckpointError(f"{source}: '{bare}' appears with and without the text_model. prefix; "
-                                  "re-save the text encoder")
+            raise CheckpointError(
+                f"{source}: '{bare}' appears with and without the text_model. prefix; re-save the text encoder"
+            )
         out[TEXT_PREFIX + bare] = value
     return out
-

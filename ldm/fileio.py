@@ -1,16 +1,17 @@
 """Atomic file writes: a temp file in the same folder, then rename, so no reader ever sees half a file."""
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Union
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def _umask() -> int:
@@ -35,7 +36,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
-def save_png(image: Image.Image, path: PathLike, text: Optional[dict[str, str]] = None) -> Path:
+def save_png(image: Image.Image, path: PathLike, text: dict[str, str] | None = None) -> Path:
     """Write a PNG (with optional tEXt chunks) atomically."""
     info = PngInfo()
     for key, value in (text or {}).items():

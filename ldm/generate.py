@@ -6,12 +6,13 @@
 Prompts go through `ldm.prompts.PromptEncoder`: long prompts are chunked, A1111 emphasis applies, and
 the words of the embedding library (explicit files + an embeddings directory) are spliced in.
 """
+
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "stable-diffusion" / "v1-inference.yaml"
 LATENT_FACTOR = 8  # the SD VAE downsamples by 8
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def check_size(width: int, height: int) -> None:
@@ -41,7 +42,7 @@ def random_seed() -> int:
     return random.randrange(0, 2**32 - 1)
 
 
-def load_init_image(init_img: Union[PathLike, Image.Image], width: int, height: int) -> Image.Image:
+def load_init_image(init_img: PathLike | Image.Image, width: int, height: int) -> Image.Image:
     if isinstance(init_img, Image.Image):
         image = init_img
     else:
@@ -60,11 +61,19 @@ def load_init_image(init_img: Union[PathLike, Image.Image], width: int, height: 
 class Generate:
     """Load once, generate many times. `model` may be passed in already built (tests, training callbacks)."""
 
-    def __init__(self, config: PathLike = DEFAULT_CONFIG, weights: Optional[PathLike] = None,
-                 device: Optional[str] = None, precision: str = "auto", sampler_name: str = "k_lms",
-                 model: Optional[torch.nn.Module] = None, use_ema: Optional[bool] = None,
-                 embedding_paths: Sequence[PathLike] = (), embedding_directory: Optional[PathLike] = None,
-                 use_library: Optional[bool] = None):
+    def __init__(
+        self,
+        config: PathLike = DEFAULT_CONFIG,
+        weights: PathLike | None = None,
+        device: str | None = None,
+        precision: str = "auto",
+        sampler_name: str = "k_lms",
+        model: torch.nn.Module | None = None,
+        use_ema: bool | None = None,
+        embedding_paths: Sequence[PathLike] = (),
+        embedding_directory: PathLike | None = None,
+        use_library: bool | None = None,
+    ):
         self.config, self.weights, self.use_ema = config, weights, use_ema
         self.device = choose_device(device)
         self.dtype = choose_dtype(precision, self.device)
@@ -80,10 +89,19 @@ class Generate:
     def load_model(self) -> torch.nn.Module:
         if self.model is None:
             if self.weights is None:
-                raise ConfigError("no weights given; pass --ckpt/--weights with an SD v1 .ckpt, .safetensors or diffusers model folder")
+                raise ConfigError(
+                    "no weights given; pass --ckpt/--weights with an SD v1 .ckpt, .safetensors "
+                    "or diffusers model folder"
+                )
             log.info("loading %s with %s", self.weights, self.config)
-            self.model = load_model_from_config(self.config, self.weights, use_ema=self.use_ema, device=self.device,
-                                                dtype=self.dtype, with_embedding_manager=False)
+            self.model = load_model_from_config(
+                self.config,
+                self.weights,
+                use_ema=self.use_ema,
+                device=self.device,
+                dtype=self.dtype,
+                with_embedding_manager=False,
+            )
         return self.model
 
     @property
@@ -113,20 +131,34 @@ class Generate:
             encoder.library.refresh()  # pick up files dropped into the embeddings folder
         return encoder.encode(prompts)
 
-    def step_count(self, steps: int, sampler_name: Optional[str] = None, karras: bool = False,
-                   strength: Optional[float] = None) -> int:
+    def step_count(
+        self, steps: int, sampler_name: str | None = None, karras: bool = False, strength: float | None = None
+    ) -> int:
         """Steps the sampler will actually run (for progress bars)."""
         total = sampler_step_count(self.load_model(), sampler_name or self.sampler_name, steps, karras)
         return total if strength is None else img2img_steps(total, strength)
 
     # -- generation ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def prompt2image(self, prompt: str, iterations: int = 1, steps: int = 50, seed: Optional[int] = None,
-                     cfg_scale: float = 7.5, ddim_eta: float = 0.0, width: int = 512, height: int = 512,
-                     sampler_name: Optional[str] = None, init_img: Union[PathLike, Image.Image, None] = None,
-                     strength: float = 0.75, negative_prompt: str = "", batch_size: int = 1, karras: bool = False,
-                     image_callback: Optional[Callable[[Image.Image, int], None]] = None,
-                     step_callback: Optional[Callable[[dict], None]] = None) -> list[tuple[Image.Image, int]]:
+    def prompt2image(
+        self,
+        prompt: str,
+        iterations: int = 1,
+        steps: int = 50,
+        seed: int | None = None,
+        cfg_scale: float = 7.5,
+        ddim_eta: float = 0.0,
+        width: int = 512,
+        height: int = 512,
+        sampler_name: str | None = None,
+        init_img: PathLike | Image.Image | None = None,
+        strength: float = 0.75,
+        negative_prompt: str = "",
+        batch_size: int = 1,
+        karras: bool = False,
+        image_callback: Callable[[Image.Image, int], None] | None = None,
+        step_callback: Callable[[dict], None] | None = None,
+    ) -> list[tuple[Image.Image, int]]:
         """`iterations` batches of `batch_size` images; batch i uses seed + i. Returns [(image, seed), ...].
 
         With `init_img`, img2img: the image is encoded and `round(strength x steps)` steps re-denoise it.
@@ -147,14 +179,31 @@ class Generate:
             cond, uncond = both[:batch_size], both[batch_size:]
         else:
             cond, uncond = self.conditioning([prompt] * batch_size), None
-        shape = (batch_size, model.model.diffusion_model.in_channels, height // model.latent_factor, width // model.latent_factor)
+        shape = (
+            batch_size,
+            model.model.diffusion_model.in_channels,
+            height // model.latent_factor,
+            width // model.latent_factor,
+        )
         results: list[tuple[Image.Image, int]] = []
         for i in range(iterations):
             generator = torch.Generator("cpu").manual_seed(seed + i)
             init_latent = self._encode_init(init, generator) if init is not None else None
-            z = sample_latents(model, cond, uncond, shape=shape, generator=generator, sampler=sampler, steps=steps,
-                               cfg_scale=cfg_scale, eta=ddim_eta, karras=karras, callback=step_callback,
-                               init_latent=init_latent, strength=strength if init is not None else 1.0)
+            z = sample_latents(
+                model,
+                cond,
+                uncond,
+                shape=shape,
+                generator=generator,
+                sampler=sampler,
+                steps=steps,
+                cfg_scale=cfg_scale,
+                eta=ddim_eta,
+                karras=karras,
+                callback=step_callback,
+                init_latent=init_latent,
+                strength=strength if init is not None else 1.0,
+            )
             for image in tensor_to_pil(model.decode_first_stage(z)):
                 results.append((image, seed + i))
                 if image_callback is not None:
@@ -170,6 +219,7 @@ class Generate:
         kwargs.pop("init_img", None)
         return self.prompt2image(prompt, **kwargs)
 
-    def img2img(self, prompt: str, init_img: Union[PathLike, Image.Image], strength: float = 0.75,
-                **kwargs) -> list[tuple[Image.Image, int]]:
+    def img2img(
+        self, prompt: str, init_img: PathLike | Image.Image, strength: float = 0.75, **kwargs
+    ) -> list[tuple[Image.Image, int]]:
         return self.prompt2image(prompt, init_img=init_img, strength=strength, **kwargs)

@@ -1,8 +1,9 @@
 """Conversions between model tensors and PIL images, and image grids (no torchvision)."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -4,11 +4,13 @@ The file's keys are matched to the model's one by one: the known extras of SD fi
 name (EMA copy, the CLIP `position_ids` buffer, the noise schedule, VAE training-loss weights) and any
 other missing, unexpected or mis-shaped key is an error naming the component, never `strict=False`.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -64,11 +66,12 @@ def build_model(model_config: Mapping[str, Any], random_init: bool = True) -> nn
 
 def _ema_to_model_keys(model_keys: set[str]) -> dict[str, str]:
     """LitEma stores `model.diffusion_model.a.b` as `model_ema.diffusion_modela b` without dots."""
-    return {EMA_PREFIX + k[len("model."):].replace(".", ""): k for k in model_keys if k.startswith("model.")}
+    return {EMA_PREFIX + k[len("model.") :].replace(".", ""): k for k in model_keys if k.startswith("model.")}
 
 
-def prepare_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema: bool = False,
-                       source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def prepare_state_dict(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema: bool = False, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """Map a file's keys onto the model's: take or drop the EMA copy, drop known extras, keep our schedule."""
     expected = set(model.state_dict().keys())
     out: dict[str, torch.Tensor] = {}
@@ -91,7 +94,9 @@ def prepare_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema
         log.info("using the EMA weights of %s for %d UNet tensors", source, len(taken))
         out.update(taken)
     elif ema:
-        log.info("%s carries EMA weights (%d tensors); using the non-EMA ones (ask use_ema to switch)", source, len(ema))
+        log.info(
+            "%s carries EMA weights (%d tensors); using the non-EMA ones (ask use_ema to switch)", source, len(ema)
+        )
     if dropped:
         log.debug("dropped %d known extra keys of %s", dropped, source)
     for key in SCHEDULE_BUFFERS:
@@ -102,8 +107,10 @@ def prepare_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema
 def _check_schedule(model: nn.Module, key: str, value: torch.Tensor, source: str) -> None:
     ours = getattr(model, key, None)
     if ours is None or ours.shape != value.shape:
-        raise CheckpointError(f"{source}: noise schedule '{key}' has shape {tuple(value.shape)}, the config gives "
-                              f"{tuple(ours.shape) if ours is not None else 'none'}; pass the matching --config")
+        raise CheckpointError(
+            f"{source}: noise schedule '{key}' has shape {tuple(value.shape)}, the config gives "
+            f"{tuple(ours.shape) if ours is not None else 'none'}; pass the matching --config"
+        )
     # fp16 files store the schedule with ~1e-3 relative error; anything larger is another schedule.
     if not torch.allclose(value.float(), ours.float(), rtol=5e-3, atol=1e-5):
         log.warning("%s: its '%s' differs from the config's schedule; the config's is used", source, key)
@@ -118,22 +125,28 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     if not (missing or unexpected or shapes):
         return
     if not any(k in expected for k in sd if k not in SCHEDULE_BUFFERS):
-        raise CheckpointError(f"{source} does not look like a Stable Diffusion v1 checkpoint: none of the model's "
-                              f"{len(expected)} keys are in it (first keys: {', '.join(list(sd)[:3])})")
+        raise CheckpointError(
+            f"{source} does not look like a Stable Diffusion v1 checkpoint: none of the model's "
+            f"{len(expected)} keys are in it (first keys: {', '.join(list(sd)[:3])})"
+        )
     parts = []
     if shapes:
         k = shapes[0]
-        parts.append(f"{component_of(k)}: '{k}' expected {list(expected[k])} got {list(sd[k].shape)}"
-                     + (f" (+{len(shapes) - 1} more shape mismatches)" if len(shapes) > 1 else ""))
+        parts.append(
+            f"{component_of(k)}: '{k}' expected {list(expected[k])} got {list(sd[k].shape)}"
+            + (f" (+{len(shapes) - 1} more shape mismatches)" if len(shapes) > 1 else "")
+        )
     for label, keys in (("missing", missing), ("unexpected", unexpected)):
         if keys:
             parts.append(f"{len(keys)} {label} keys, first in {component_of(keys[0])}: " + ", ".join(keys[:3]))
-    raise CheckpointError(f"{source} does not fit the config ({'; '.join(parts)}); "
-                          "is it an SD v1.x model? pass the matching --config")
+    raise CheckpointError(
+        f"{source} does not fit the config ({'; '.join(parts)}); is it an SD v1.x model? pass the matching --config"
+    )
 
 
-def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema: bool = False,
-                            source: str = "checkpoint") -> None:
+def load_state_dict_checked(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema: bool = False, source: str = "checkpoint"
+) -> None:
     prepared = prepare_state_dict(model, sd, use_ema=use_ema, source=source)
     check_state_dict(model, prepared, source)
     model.load_state_dict(prepared, strict=True)
@@ -170,9 +183,14 @@ def _model_node(config: Any) -> Any:
     return config.model if "model" in config else config
 
 
-def load_model_from_config(config: Any, ckpt: Union[str, Path], use_ema: Optional[bool] = None,
-                           device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
-                           with_embedding_manager: bool = True) -> nn.Module:
+def load_model_from_config(
+    config: Any,
+    ckpt: str | Path,
+    use_ema: bool | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    with_embedding_manager: bool = True,
+) -> nn.Module:
     """Build the model described by `config` (a path, or an OmegaConf node with `model`), load `ckpt`
     (an SD v1 file, or a diffusers SD v1 model folder) into it with every key accounted for, and return it
     in eval mode on `device`."""

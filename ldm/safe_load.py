@@ -5,13 +5,15 @@
 SD checkpoints carry (a Lightning callback class used as a dict key, NumPy scalars). Anything else a
 pickle asks to import is refused with `UnsafeCheckpointError`.
 """
+
 from __future__ import annotations
 
 import logging
 import pickle
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from ldm.errors import CheckpointError, UnsafeCheckpointError
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 class LegacyLightningObject:
@@ -64,15 +66,19 @@ def safe_torch_load(path: PathLike, extra_globals: Iterable = ()) -> Any:
             raise UnsafeCheckpointError(
                 f"refusing to load {path}: its pickle asks for '{found.group(1)}', which is not on the allow-list "
                 "of what model and embedding files contain (it could run code); use a .safetensors copy or a "
-                "trusted source") from None
+                "trusted source"
+            ) from None
         # torch's text starts with advice to retry with weights_only=False; report only the actual reason.
         detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
         reason = detail.group(1).strip()[:200] if detail else _first_line(exc)
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason}); "
-                              "pass a .ckpt/.pt/.safetensors weights file") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({reason}); pass a .ckpt/.pt/.safetensors weights file"
+        ) from None
     except Exception as exc:  # any other failure of a malformed pickle is still "not a checkpoint"
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); "
-                              "pass a .ckpt/.pt/.safetensors weights file") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); "
+            "pass a .ckpt/.pt/.safetensors weights file"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -80,9 +86,18 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def _read_into_owned_tensors(path: PathLike) -> dict[str, torch.Tensor]:

@@ -1,10 +1,12 @@
 """Config instantiation, seeding and the model-loading entry points."""
+
 from __future__ import annotations
 
 import importlib
 import logging
 import random
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

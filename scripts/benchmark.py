@@ -12,6 +12,7 @@ Without --ckpt a full-size SD v1 model with random weights is written once to --
 
   python scripts/benchmark.py train --against diffusers --resolution 256 --precision bf16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=("train", "sample"))
-    p.add_argument("--against", choices=("diffusers", "none"), default="diffusers", help="baseline (default: diffusers)")
+    p.add_argument(
+        "--against", choices=("diffusers", "none"), default="diffusers", help="baseline (default: diffusers)"
+    )
     p.add_argument("--ckpt", help="an SD v1 .ckpt/.safetensors (default: random full-size weights)")
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "ti-benchmark" / "sd-v1-random-bf16.safetensors"),
-                   help="where the random checkpoint is kept between runs")
+    p.add_argument(
+        "--cache",
+        default=str(Path.home() / ".cache" / "ti-benchmark" / "sd-v1-random-bf16.safetensors"),
+        help="where the random checkpoint is kept between runs",
+    )
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="dtype of the frozen networks")
@@ -67,11 +73,22 @@ def main(argv=None) -> int:
         if args.ckpt and not Path(args.ckpt).is_file():
             raise ConfigError(f"--ckpt {args.ckpt} does not exist")
         ckpt = args.ckpt or str(random_checkpoint(args.cache))
-        spec = {"task": args.task, "ckpt": ckpt, "resolution": args.resolution, "batch": args.batch,
-                "precision": args.precision, "device": args.device, "steps": args.steps, "warmup": args.warmup,
-                "sample_steps": args.sample_steps, "cfg_scale": args.cfg_scale, "threads": args.threads,
-                "gradient_checkpointing": args.gradient_checkpointing, "channels_last": args.channels_last,
-                "compile": args.compile}
+        spec = {
+            "task": args.task,
+            "ckpt": ckpt,
+            "resolution": args.resolution,
+            "batch": args.batch,
+            "precision": args.precision,
+            "device": args.device,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "sample_steps": args.sample_steps,
+            "cfg_scale": args.cfg_scale,
+            "threads": args.threads,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "channels_last": args.channels_last,
+            "compile": args.compile,
+        }
         sides = ["ours"]
         if args.against == "diffusers":
             sides.append("diffusers")

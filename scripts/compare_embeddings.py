@@ -8,30 +8,38 @@ manager in turn. With a config that has no personalization_config, a manager for
 
   python scripts/compare_embeddings.py --ckpt sd-v1-5.ckpt --logdir logs/cat_2024-01-01T00-00-00 \\
       --prompts "a photo of *" "* on the beach" --steps 30 --out compare.png"""
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ldm.cli import configure_logging, run_cli
 
 SAMPLER_NAMES = ("ddim", "plms", "k_euler", "k_euler_a", "k_heun", "k_lms")  # checked again by ldm
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="SD v1 .ckpt or .safetensors")
-    p.add_argument("--config", default="configs/stable-diffusion/v1-finetune.yaml",
-                   help="model config (default: %(default)s)")
+    p.add_argument(
+        "--config", default="configs/stable-diffusion/v1-finetune.yaml", help="model config (default: %(default)s)"
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--embeddings", nargs="+", metavar="FILE", help="embedding files, one column each, in order")
-    which.add_argument("--logdir", metavar="RUN_DIR",
-                       help="take every checkpoints/embeddings_gs-*.pt of this training run, sorted by step")
-    p.add_argument("--prompts", nargs="+", required=True, help="one row per prompt, e.g. \"a photo of *\"")
+    which.add_argument(
+        "--logdir",
+        metavar="RUN_DIR",
+        help="take every checkpoints/embeddings_gs-*.pt of this training run, sorted by step",
+    )
+    p.add_argument("--prompts", nargs="+", required=True, help='one row per prompt, e.g. "a photo of *"')
     p.add_argument("--negative_prompt", default="", help="unconditional prompt for every cell")
-    p.add_argument("--placeholder", default="*",
-                   help="placeholder to add when the config has no personalization_config (default: %(default)s)")
+    p.add_argument(
+        "--placeholder",
+        default="*",
+        help="placeholder to add when the config has no personalization_config (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=42, help="seed of every cell (default: %(default)s)")
     p.add_argument("--steps", type=int, default=30, help="sampling steps (default: %(default)s)")
     p.add_argument("--H", type=int, default=512, help="cell height in pixels, multiple of 8 (default: %(default)s)")
@@ -39,14 +47,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=7.5, help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--sampler", default="k_lms", help=f"one of {', '.join(SAMPLER_NAMES)} (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
-    p.add_argument("--precision", default="autocast",
-                   help="full (fp32), autocast (fp16 on GPUs, fp32 on the CPU), fp16 or bf16 (default: %(default)s)")
+    p.add_argument(
+        "--precision",
+        default="autocast",
+        help="full (fp32), autocast (fp16 on GPUs, fp32 on the CPU), fp16 or bf16 (default: %(default)s)",
+    )
     p.add_argument("--out", default="compare_embeddings.png", help="PNG to write (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
 
@@ -71,10 +82,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         try:
             image, layout, metadata = compare_embeddings(
-                args.config, args.ckpt, files, args.prompts, seed=args.seed, steps=args.steps, width=args.W,
-                height=args.H, cfg_scale=args.scale, sampler_name=args.sampler,
-                negative_prompt=args.negative_prompt, placeholder=args.placeholder, device=args.device,
-                precision=args.precision, progress=progress)
+                args.config,
+                args.ckpt,
+                files,
+                args.prompts,
+                seed=args.seed,
+                steps=args.steps,
+                width=args.W,
+                height=args.H,
+                cfg_scale=args.scale,
+                sampler_name=args.sampler,
+                negative_prompt=args.negative_prompt,
+                placeholder=args.placeholder,
+                device=args.device,
+                precision=args.precision,
+                progress=progress,
+            )
         finally:
             for bar in bars:
                 bar.close()

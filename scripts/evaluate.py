@@ -14,22 +14,31 @@
 
   python scripts/evaluate.py toy --embedding_path logs/<run>/checkpoints/embeddings.pt --concept "purple star"
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from ldm.cli import configure_logging, run_cli
 
 
 # -- clip ------------------------------------------------------------------------------------------------
 def add_clip_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("clip", parents=[common], help="CLIP image-image and image-text similarity (the paper's metrics)",
-                       description="Mean CLIP cosine similarity of generated images to the training images "
-                                   "(all pairs) and to the prompt with the placeholder removed.")
-    p.add_argument("--clip_model", required=True, metavar="PATH",
-                   help="local folder of a transformers CLIPModel (config.json + weights); never downloaded")
+    p = sub.add_parser(
+        "clip",
+        parents=[common],
+        help="CLIP image-image and image-text similarity (the paper's metrics)",
+        description="Mean CLIP cosine similarity of generated images to the training images "
+        "(all pairs) and to the prompt with the placeholder removed.",
+    )
+    p.add_argument(
+        "--clip_model",
+        required=True,
+        metavar="PATH",
+        help="local folder of a transformers CLIPModel (config.json + weights); never downloaded",
+    )
     p.add_argument("--generated", required=True, metavar="DIR", help="folder of generated images")
     p.add_argument("--training", required=True, metavar="DIR", help="folder of the concept's training images")
     p.add_argument("--prompt", required=True, help='the prompt the images were generated with, e.g. "a photo of *"')
@@ -52,18 +61,29 @@ def run_clip(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    scores = evaluate_clip(args.clip_model, args.generated, args.training, args.prompt,
-                           placeholder=args.placeholder, device=args.device, batch_size=args.batch_size)
+    scores = evaluate_clip(
+        args.clip_model,
+        args.generated,
+        args.training,
+        args.prompt,
+        placeholder=args.placeholder,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
     print(json.dumps(scores.to_dict(), indent=2) if args.json else format_table(scores))
     return 0
 
 
 # -- toy -------------------------------------------------------------------------------------------------
 def add_toy_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("toy", parents=[common], help="fidelity and editability of a toy-world concept",
-                       description="Sample 'a photo of a *' and 'a photo of a * on a <colour> background' with the "
-                                   "embedding, the init word and the true words, and score them with the toy "
-                                   "world's attribute classifier.")
+    p = sub.add_parser(
+        "toy",
+        parents=[common],
+        help="fidelity and editability of a toy-world concept",
+        description="Sample 'a photo of a *' and 'a photo of a * on a <colour> background' with the "
+        "embedding, the init word and the true words, and score them with the toy "
+        "world's attribute classifier.",
+    )
     p.add_argument("--embedding_path", metavar="FILE", help="the learned embedding (omit to score the baselines only)")
     p.add_argument("--concept", required=True, help='the concept as "<colour> <shape>", e.g. "purple star"')
     p.add_argument("--init_word", default="shape", help="the init word baseline (default: %(default)s)")
@@ -72,8 +92,11 @@ def add_toy_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--weights", default="models/toy-world/toy-world.safetensors", help="(default: %(default)s)")
     p.add_argument("--classifier", default="models/toy-world/classifier.safetensors", help="(default: %(default)s)")
     p.add_argument("--samples", type=int, default=32, help="K images per prompt (default: %(default)s)")
-    p.add_argument("--backgrounds", default=None,
-                   help="comma-separated background colours for editability (default: 4 spread over the palette)")
+    p.add_argument(
+        "--backgrounds",
+        default=None,
+        help="comma-separated background colours for editability (default: 4 spread over the palette)",
+    )
     p.add_argument("--steps", type=int, default=25, help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default="ddim", help="(default: %(default)s)")
     p.add_argument("--cfg_scale", type=float, default=5.0, help="(default: %(default)s)")
@@ -85,14 +108,23 @@ def add_toy_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
 def run_toy(args: argparse.Namespace) -> int:
     import json
 
-    from ldm.evaluation.toy_metrics import Concept, SamplingSettings, evaluate_toy, table
-    from ldm.evaluation.toy_metrics import Scores
+    from ldm.evaluation.toy_metrics import Concept, SamplingSettings, Scores, evaluate_toy, table
 
-    settings = SamplingSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
-                                cfg_scale=args.cfg_scale, seed=args.seed)
+    settings = SamplingSettings(
+        samples=args.samples, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, seed=args.seed
+    )
     backgrounds = [b.strip() for b in args.backgrounds.split(",") if b.strip()] if args.backgrounds else None
-    result = evaluate_toy(args.config, args.weights, args.classifier, Concept.parse(args.concept), args.init_word,
-                          args.embedding_path, args.placeholder, backgrounds, settings)
+    result = evaluate_toy(
+        args.config,
+        args.weights,
+        args.classifier,
+        Concept.parse(args.concept),
+        args.init_word,
+        args.embedding_path,
+        args.placeholder,
+        backgrounds,
+        settings,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -109,7 +141,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
 )
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)  # flags every subcommand takes
     common.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
@@ -119,7 +151,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
     return run_cli(lambda: args.run(args))

@@ -7,6 +7,7 @@ Type a prompt and switches, e.g.   "a photo of * on the beach [blurry]" -s 30 -S
 [words in brackets] form the negative prompt. Commands: !history, !fetch <png> (rerun an image's recipe),
 !embeddings (list), !load <name> (an embedding from the embeddings folder), q to quit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,17 @@ from ldm.models.diffusion.sampling import SAMPLERS
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/stable-diffusion/v1-inference.yaml", help="model config")
-    p.add_argument("--weights", "--ckpt", dest="weights", default="models/ldm/stable-diffusion-v1/model.ckpt",
-                   help="SD v1 .ckpt or .safetensors")
+    p.add_argument(
+        "--weights",
+        "--ckpt",
+        dest="weights",
+        default="models/ldm/stable-diffusion-v1/model.ckpt",
+        help="SD v1 .ckpt or .safetensors",
+    )
     p.add_argument("--embedding_path", action="append", default=[], help="an embedding file (repeatable)")
-    p.add_argument("--embedding_directory", default="embeddings", help="folder of embeddings, re-scanned when it changes")
+    p.add_argument(
+        "--embedding_directory", default="embeddings", help="folder of embeddings, re-scanned when it changes"
+    )
     p.add_argument("--sampler", default="k_lms", help=f"default sampler: {', '.join(SAMPLERS)}")
     p.add_argument("--precision", default="auto", help="auto, full/fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
@@ -78,14 +86,29 @@ def main(argv=None) -> int:
 
         if args.from_file and args.from_file != "-" and not Path(args.from_file).is_file():
             raise LdmUserError(f"--from_file {args.from_file}: no such file")
-        gen = Generate(config=args.config, weights=args.weights, device=args.device, precision=args.precision,
-                       sampler_name=args.sampler, embedding_paths=args.embedding_path,
-                       embedding_directory=args.embedding_directory if Path(args.embedding_directory).is_dir() else None)
+        gen = Generate(
+            config=args.config,
+            weights=args.weights,
+            device=args.device,
+            precision=args.precision,
+            sampler_name=args.sampler,
+            embedding_paths=args.embedding_path,
+            embedding_directory=args.embedding_directory if Path(args.embedding_directory).is_dir() else None,
+        )
         gen.load_model()
-        gen.prompt_encoder  # load the embeddings now: a bad --embedding_path fails before the prompt
-        defaults = dict(steps=args.steps, seed=args.seed, iterations=1, width=args.width, height=args.height,
-                        cfg_scale=args.cfg_scale, sampler_name=args.sampler, strength=0.75, ddim_eta=0.0,
-                        karras=False)
+        _ = gen.prompt_encoder  # load the embeddings now: a bad --embedding_path fails before the prompt
+        defaults = dict(
+            steps=args.steps,
+            seed=args.seed,
+            iterations=1,
+            width=args.width,
+            height=args.height,
+            cfg_scale=args.cfg_scale,
+            sampler_name=args.sampler,
+            strength=0.75,
+            ddim_eta=0.0,
+            karras=False,
+        )
         session = InvokeSession(gen, Path(args.outdir), defaults, emit=print)
         for line in _lines(args):
             if not session.handle(line):

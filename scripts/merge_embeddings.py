@@ -6,26 +6,30 @@ any supported format. Each term is keyed by its name. Two terms with the same na
 case-insensitively, as CLIP lower-cases prompts) are an error naming both files, unless --rename:
 then the later ones become NAME-2, NAME-3, ... and each rename is printed. Note: A1111 reads only one
 term from a .pt file; use a diffusers file or InvokeAI/this project for multi-term files."""
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ldm.cli import configure_logging, run_cli
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", metavar="OUT", help="merged file: .pt/.ckpt/.pth (paper) or .bin/.safetensors (diffusers)")
     p.add_argument("inputs", metavar="IN", nargs="+", help="embedding files to merge (two or more)")
-    p.add_argument("--rename", action="store_true",
-                   help="rename clashing terms of later files to NAME-2, NAME-3, ... instead of failing")
+    p.add_argument(
+        "--rename",
+        action="store_true",
+        help="rename clashing terms of later files to NAME-2, NAME-3, ... instead of failing",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Text to image with an SD v1 checkpoint; the flags of the paper repo's stable_txt2img.py, plus
 --sampler, --negative_prompt and --device. Writes OUTDIR/samples/NNNNN.png and OUTDIR/grid-NNNN.png."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip_save", action="store_true", help="do not write the individual samples")
     p.add_argument("--ddim_steps", type=int, default=50, help="number of sampling steps")
     p.add_argument("--plms", action="store_true", help="use the plms sampler (same as --sampler plms)")
-    p.add_argument("--sampler", default=None,
-                   help=f"sampler, one of: {', '.join(SAMPLERS)} (default: ddim, or plms with --plms)")
+    p.add_argument(
+        "--sampler", default=None, help=f"sampler, one of: {', '.join(SAMPLERS)} (default: ddim, or plms with --plms)"
+    )
     p.add_argument("--karras", action="store_true", help="Karras et al. sigma spacing for the sampler")
-    p.add_argument("--ddim_eta", type=float, default=0.0, help="eta of ddim / ancestral samplers (0 = deterministic ddim)")
+    p.add_argument(
+        "--ddim_eta", type=float, default=0.0, help="eta of ddim / ancestral samplers (0 = deterministic ddim)"
+    )
     p.add_argument("--n_iter", type=int, default=1, help="batches to sample")
     p.add_argument("--n_samples", type=int, default=1, help="images per batch (per prompt)")
     p.add_argument("--n_rows", type=int, default=0, help="images per grid row (default: n_samples)")
@@ -36,8 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ckpt", default="models/ldm/stable-diffusion-v1/model.ckpt", help="SD v1 .ckpt or .safetensors")
     p.add_argument("--use_ema", action="store_true", help="use the model_ema.* weights of the checkpoint")
     p.add_argument("--seed", type=int, default=42, help="seed; batch i uses seed + i")
-    p.add_argument("--precision", default="autocast",
-                   help="full (fp32), autocast (fp16 on GPUs, fp32 on the CPU), fp16 or bf16")
+    p.add_argument(
+        "--precision", default="autocast", help="full (fp32), autocast (fp16 on GPUs, fp32 on the CPU), fp16 or bf16"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO); by default only warnings")
     return p.parse_args(argv)
@@ -72,8 +77,14 @@ def run(args: argparse.Namespace) -> list[Path]:
     check_steps(args.ddim_steps)
     prompts = read_prompts(args)
     sampler = args.sampler or ("plms" if args.plms else "ddim")
-    gen = Generate(config=args.config, weights=args.ckpt, device=args.device, precision=args.precision,
-                   sampler_name=sampler, use_ema=args.use_ema or None)
+    gen = Generate(
+        config=args.config,
+        weights=args.ckpt,
+        device=args.device,
+        precision=args.precision,
+        sampler_name=sampler,
+        use_ema=args.use_ema or None,
+    )
     gen.load_model()
     outdir = Path(args.outdir)
     sample_dir = outdir / "samples"
@@ -83,14 +94,29 @@ def run(args: argparse.Namespace) -> list[Path]:
     for prompt in prompts:
         total = gen.step_count(args.ddim_steps, sampler, args.karras) * args.n_iter
         with tqdm(total=total, desc="sampling", unit="step") as bar:
-            results = gen.txt2img(prompt, negative_prompt=args.negative_prompt, iterations=args.n_iter,
-                                  batch_size=args.n_samples, steps=args.ddim_steps, seed=args.seed,
-                                  cfg_scale=args.scale, ddim_eta=args.ddim_eta, width=args.W, height=args.H,
-                                  karras=args.karras, step_callback=lambda info: bar.update(1))
+            results = gen.txt2img(
+                prompt,
+                negative_prompt=args.negative_prompt,
+                iterations=args.n_iter,
+                batch_size=args.n_samples,
+                steps=args.ddim_steps,
+                seed=args.seed,
+                cfg_scale=args.scale,
+                ddim_eta=args.ddim_eta,
+                width=args.W,
+                height=args.H,
+                karras=args.karras,
+                step_callback=lambda info: bar.update(1),
+            )
         for image, seed in results:
             all_images.append(image)
             if not args.skip_save:
-                text = {"prompt": prompt, "negative_prompt": args.negative_prompt, "seed": str(seed), "sampler": sampler}
+                text = {
+                    "prompt": prompt,
+                    "negative_prompt": args.negative_prompt,
+                    "seed": str(seed),
+                    "sampler": sampler,
+                }
                 written.append(save_png(image, sample_dir / f"{count:05}.png", text))
                 count += 1
     if not args.skip_grid:
@@ -103,12 +129,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # INFO only on request: on a user error, stderr must hold the one-line message and nothing else.
     configure_logging(args.verbose)
+
     def body() -> int:
         written = run(args)
         print(f"wrote {len(written)} files to {args.outdir}")
         return 0
 
     return run_cli(body)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
 """Shared fixtures. Tests never touch the network: the hub is forced offline for every test."""
+
 from __future__ import annotations
 
 import os

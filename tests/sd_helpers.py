@@ -1,4 +1,5 @@
 """Test helpers: configs, random-but-meaningful weights, and conversion to diffusers/transformers."""
+
 from __future__ import annotations
 
 import math
@@ -36,4 +37,4 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def text_state_dict(sd: dict) -> dict:
     """Our text-encoder keys -> transformers 5 CLIPTextModel keys (it has no `text_model.` level)."""
-    return {k[len(TEXT_PREFIX):]: v for k, v in sd.items() if k.startswith(TEXT_PREFIX)}
+    return {k[len(TEXT_PREFIX) :]: v for k, v in sd.items() if k.startswith(TEXT_PREFIX)}

@@ -1,5 +1,6 @@
 """The benchmark's own machinery: peak-memory sampling, summaries and ratios, and the CLI's input checks.
 (The figures themselves come from scripts/benchmark.py runs, recorded in docs/benchmarks.md.)"""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,10 +8,10 @@ import sys
 
 import pytest
 import torch
+from sd_helpers import ROOT
 
 from ldm.benchmark.memory import PeakMemory, release_memory, rss_bytes
 from ldm.benchmark.run import summarise
-from sd_helpers import ROOT
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 
@@ -33,17 +34,21 @@ def _result(median: float, peak: int, process: int, batch: int = 2) -> dict:
 
 
 def test_summary_takes_median_of_runs_and_worst_peaks():
-    s = summarise([_result(2.0, 3 * 2**30, 5 * 2**30), _result(4.0, 2 * 2**30, 6 * 2**30),
-                   _result(3.0, 1 * 2**30, 4 * 2**30)])
+    s = summarise(
+        [_result(2.0, 3 * 2**30, 5 * 2**30), _result(4.0, 2 * 2**30, 6 * 2**30), _result(3.0, 1 * 2**30, 4 * 2**30)]
+    )
     assert s["median_s"] == 3.0 and s["per_sample_s"] == 1.5 and s["samples_per_s"] == pytest.approx(2 / 3)
     assert s["peak_gib"] == 3.0 and s["process_peak_gib"] == 6.0
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["train", "--resolution", "100"], "--resolution 100"),
-    (["sample", "--steps", "0"], "--steps must be at least 1"),
-    (["train", "--ckpt", "missing.safetensors"], "--ckpt missing.safetensors does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--resolution", "100"], "--resolution 100"),
+        (["sample", "--steps", "0"], "--steps must be at least 1"),
+        (["train", "--ckpt", "missing.safetensors"], "--ckpt missing.safetensors does not exist"),
+    ],
+)
 def test_bad_input_is_one_line(args, needle):
     r = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2, r.stderr

@@ -1,5 +1,6 @@
 """Loading SD checkpoints: every format and precision, the EMA switch, legacy Lightning extras,
 untrusted pickles, and the one-line errors for files that do not fit."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,11 +8,11 @@ import pickle
 import pytest
 import torch
 from safetensors.torch import save_file
+from sd_helpers import SD_CONFIG, TINY_CONFIG
 
 from ldm.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from ldm.model_loading import POSITION_IDS, build_model, load_model_from_config
 from ldm.safe_load import read_state_dict
-from sd_helpers import SD_CONFIG, TINY_CONFIG
 
 
 def _latent_inputs(model):
@@ -31,9 +32,20 @@ def _legacy_lightning_ckpt(sd: dict) -> dict:
     """What a CompVis training run writes: Lightning bookkeeping around the weights."""
     from pytorch_lightning.callbacks.model_checkpoint import ModelCheckpoint
 
-    return {"epoch": 6, "global_step": 470000, "pytorch-lightning_version": "1.4.2", "state_dict": sd,
-            "callbacks": {ModelCheckpoint: {"monitor": None, "best_model_score": None,
-                                            "best_model_path": "/fsx/last.ckpt", "current_score": None}}}
+    return {
+        "epoch": 6,
+        "global_step": 470000,
+        "pytorch-lightning_version": "1.4.2",
+        "state_dict": sd,
+        "callbacks": {
+            ModelCheckpoint: {
+                "monitor": None,
+                "best_model_score": None,
+                "best_model_path": "/fsx/last.ckpt",
+                "current_score": None,
+            }
+        },
+    }
 
 
 def _with_sd_extras(model) -> dict:
@@ -47,8 +59,12 @@ def _with_sd_extras(model) -> dict:
     return sd
 
 
-FORMATS = [("ckpt", torch.float32), ("ckpt", torch.float16), ("safetensors", torch.float32),
-           ("safetensors", torch.float16)]
+FORMATS = [
+    ("ckpt", torch.float32),
+    ("ckpt", torch.float16),
+    ("safetensors", torch.float32),
+    ("safetensors", torch.float16),
+]
 
 
 def _save(sd: dict, path, fmt: str, dtype: torch.dtype, wrap: bool = True):
@@ -121,6 +137,7 @@ def test_build_for_loading_skips_random_init(tiny_config, monkeypatch):
 
 # -- bad input: one line, naming the input -------------------------------------------------------
 
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc)
     assert "\n" not in text and text
@@ -133,8 +150,10 @@ def test_missing_file(tmp_path):
     assert "not found" in _one_line(err.value) and "nope.ckpt" in str(err.value)
 
 
-@pytest.mark.parametrize("name,content", [("junk.ckpt", b"\x00garbage" * 100), ("junk.safetensors", b"{not json"),
-                                          ("notes.ckpt", b"just some text\n")])
+@pytest.mark.parametrize(
+    "name,content",
+    [("junk.ckpt", b"\x00garbage" * 100), ("junk.safetensors", b"{not json"), ("notes.ckpt", b"just some text\n")],
+)
 def test_file_that_is_no_checkpoint(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
@@ -187,6 +206,7 @@ class _Exploit:
 
     def __reduce__(self):
         import os
+
         return (os.system, (f"touch {self.target}",))
 
 
@@ -212,6 +232,7 @@ def test_plain_pickle_exploit_is_refused(tmp_path):
 
 # -- full size: the real SD v1 layout survives every file format --------------------------------
 
+
 @pytest.fixture(scope="module")
 def full_model():
     import gc
@@ -233,7 +254,9 @@ def test_full_size_roundtrip(full_model, tmp_path, fmt, dtype):
     sd = _with_sd_extras(model) if fmt == "ckpt" else dict(model.state_dict())
     _save(sd, path, fmt, dtype)
     del sd
-    loaded = load_model_from_config(SD_CONFIG, path, with_embedding_manager=False)  # raises on any missing/unexpected/mis-shaped key
+    loaded = load_model_from_config(
+        SD_CONFIG, path, with_embedding_manager=False
+    )  # raises on any missing/unexpected/mis-shaped key
     sd_keys = [k for k in loaded.state_dict() if not k.startswith("embedding_manager.")]
     assert len(sd_keys) == len(model.state_dict()) == 1142
     for ours, theirs in zip(_outputs(loaded), reference):
@@ -251,8 +274,13 @@ def test_safetensors_are_read_into_aligned_tensors_of_their_own(tmp_path):
     from ldm.safe_load import read_safetensors
 
     g = torch.Generator().manual_seed(0)
-    sd = {"a": torch.randn(3, generator=g).to(torch.bfloat16), "b": torch.randn(5, 7, generator=g),
-          "c": torch.arange(4), "scalar": torch.tensor(2.5, dtype=torch.float16), "empty": torch.zeros(0, 3)}
+    sd = {
+        "a": torch.randn(3, generator=g).to(torch.bfloat16),
+        "b": torch.randn(5, 7, generator=g),
+        "c": torch.arange(4),
+        "scalar": torch.tensor(2.5, dtype=torch.float16),
+        "empty": torch.zeros(0, 3),
+    }
     path = tmp_path / "t.safetensors"
     save_file(sd, str(path))
     ours, theirs = read_safetensors(path), load_file(str(path))

@@ -1,4 +1,5 @@
 """The UNet's Conv2d: the unfold+GEMM path it takes on CPU for wide inputs on small maps equals nn.Conv2d."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,7 @@ def test_gemm_path_without_bias():
 
 @pytest.mark.parametrize("case", ["big map", "few channels", "1x1", "stride", "valid padding", "reflect"])
 def test_everything_else_keeps_the_library_path(case):
-    side = int(GEMM_MAX_PIXELS ** 0.5)
+    side = int(GEMM_MAX_PIXELS**0.5)
     conv, x = _conv(), torch.randn(1, WIDE, side, side)
     if case == "big map":
         x = torch.randn(1, WIDE, side * 2, side)

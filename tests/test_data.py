@@ -1,5 +1,6 @@
 """The training data pipeline: image loading, deterministic sampling by (seed, k), captions, the
 resumable DDP batch sampler and the data module."""
+
 from __future__ import annotations
 
 import re
@@ -66,11 +67,16 @@ def test_loads_images_only_and_applies_exif(concept):
     assert len(ds) == 3 * 100 and len(_ds(concept, set="val")) == 3
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda p: p / "missing", "no such folder"),
-    (lambda p: (p / "only_junk").mkdir() or (p / "only_junk" / "a.txt").write_text("x") and p / "only_junk",
-     "has no images"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda p: p / "missing", "no such folder"),
+        (
+            lambda p: (p / "only_junk").mkdir() or (p / "only_junk" / "a.txt").write_text("x") and p / "only_junk",
+            "has no images",
+        ),
+    ],
+)
 def test_bad_data_root_is_one_line_error(tmp_path, make, needle):
     root = make(tmp_path)
     with pytest.raises(ConfigError, match=needle) as err:
@@ -85,13 +91,23 @@ def test_corrupt_image_is_named(concept):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("kw, needle", [
-    ({"interpolation": "cubicle"}, "interpolation"), ({"set": "training"}, "set"), ({"flip_p": 1.5}, "flip_p"),
-    ({"size": 0}, "size"), ({"repeats": 0}, "repeats"), ({"tag_drop_out": 1.0}, "tag_drop_out"),
-    ({"filename_regex": "[a-"}, "filename_regex"), ({"templates": ["no slot here"]}, "no slot here"),
-    ({"placeholder_token": ""}, "placeholder_token"), ({"size": "big"}, "size"), ({"size": 12.5}, "size"),
-    ({"flip_p": "often"}, "flip_p"),
-])
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        ({"interpolation": "cubicle"}, "interpolation"),
+        ({"set": "training"}, "set"),
+        ({"flip_p": 1.5}, "flip_p"),
+        ({"size": 0}, "size"),
+        ({"repeats": 0}, "repeats"),
+        ({"tag_drop_out": 1.0}, "tag_drop_out"),
+        ({"filename_regex": "[a-"}, "filename_regex"),
+        ({"templates": ["no slot here"]}, "no slot here"),
+        ({"placeholder_token": ""}, "placeholder_token"),
+        ({"size": "big"}, "size"),
+        ({"size": 12.5}, "size"),
+        ({"flip_p": "often"}, "flip_p"),
+    ],
+)
 def test_bad_params_raise_config_error(concept, kw, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)) as err:
         _ds(concept, **kw)
@@ -156,7 +172,7 @@ def test_center_crop_versus_squeeze(concept):
     crop = _ds(concept, flip_p=0.0, center_crop=True).pixels(1, False)[0]
     assert squeeze[0, 1].mean() > 0.8 and squeeze[2, -2].mean() > 0.8  # whole image kept
     assert abs(crop[0, 1].mean() - crop[0, -2].mean()) > 1.5  # centre square: red above blue, both halves
-    assert crop[0, : S // 4].mean() > 0.5 and crop[2, -S // 4:].mean() > 0.5
+    assert crop[0, : S // 4].mean() > 0.5 and crop[2, -S // 4 :].mean() > 0.5
 
 
 def test_validation_set_is_ordered_and_unflipped(concept):
@@ -165,9 +181,15 @@ def test_validation_set_is_ordered_and_unflipped(concept):
 
 
 # ---- captions ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls, templates", [
-    (PersonalizedBase, OBJECT_TEMPLATES), (PersonalizedObject, OBJECT_TEMPLATES),
-    (PersonalizedStyle, STYLE_TEMPLATES), (PaperStyleName, STYLE_TEMPLATES)])
+@pytest.mark.parametrize(
+    "cls, templates",
+    [
+        (PersonalizedBase, OBJECT_TEMPLATES),
+        (PersonalizedObject, OBJECT_TEMPLATES),
+        (PersonalizedStyle, STYLE_TEMPLATES),
+        (PaperStyleName, STYLE_TEMPLATES),
+    ],
+)
 def test_captions_use_placeholder_and_right_templates(concept, cls, templates):
     ds = _ds(concept, cls=cls, placeholder_token="<my-cat>")
     allowed = {t.format("<my-cat>") for t in templates}
@@ -177,7 +199,7 @@ def test_captions_use_placeholder_and_right_templates(concept, cls, templates):
 
 def test_per_image_tokens_use_dual_templates(concept):
     ds = _ds(concept, per_image_tokens=True, mixing_prob=1.0)
-    for k, caption, i, _ in ds.debug_items(50):
+    for _k, caption, i, _ in ds.debug_items(50):
         assert caption in {t.format("*", PER_IMAGE_TOKENS[i]) for t in OBJECT_DUAL_TEMPLATES}
     mixed = _ds(concept, per_image_tokens=True, mixing_prob=0.25)
     rate = np.mean([" with " in c for _, c, _, _ in mixed.debug_items(2000)])
@@ -228,8 +250,11 @@ def test_shuffle_and_drop_out_tags(concept, tmp_path):
     tags = [c.split(", ")[1:] for _, c, i, _ in shuffled.debug_items(300) if i == 1]
     assert all(sorted(t) == [f"t{j}" for j in range(6)] for t in tags)
     assert len({tuple(t) for t in tags}) > 10
-    assert tags == [c.split(", ")[1:] for _, c, i, _ in _ds(concept, template_file=str(tf), shuffle_tags=True,
-                                                             seed=3).debug_items(300) if i == 1]
+    assert tags == [
+        c.split(", ")[1:]
+        for _, c, i, _ in _ds(concept, template_file=str(tf), shuffle_tags=True, seed=3).debug_items(300)
+        if i == 1
+    ]
     dropped = _ds(concept, template_file=str(tf), tag_drop_out=0.5)
     kept = [len(c.split(", ")) - 1 for _, c, i, _ in dropped.debug_items(600) if i == 1]
     assert abs(np.mean(kept) / 6 - 0.5) < 0.08
@@ -255,7 +280,7 @@ def test_alpha_becomes_weight_and_opaque_images_get_ones(concept):
     items = {ds[k]["image_index"]: ds[k] for k in range(3)}
     w = items[2]["weight"]
     assert w.shape == (1, S, S) and w.min() >= 0 and w.max() <= 1
-    assert w[0, :, : S // 2 - 2].max() < 0.05 and w[0, :, S // 2 + 2:].min() > 0.95
+    assert w[0, :, : S // 2 - 2].max() < 0.05 and w[0, :, S // 2 + 2 :].min() > 0.95
     assert torch.equal(items[0]["weight"], torch.ones(1, S, S))
     assert items[2]["image"][:, :, :4].min() > 0.95  # transparent pixels are composited over white
     assert "weight" not in _ds(concept)[0]
@@ -280,8 +305,10 @@ def test_step_batch_sampler_partitions_ranks_and_resumes():
 
 
 def _dm(root, **kw) -> DataModuleFromConfig:
-    train = {"target": "ldm.data.personalized.PersonalizedBase",
-             "params": {"data_root": str(root), "size": S, "placeholder_token": "*"}}
+    train = {
+        "target": "ldm.data.personalized.PersonalizedBase",
+        "params": {"data_root": str(root), "size": S, "placeholder_token": "*"},
+    }
     return DataModuleFromConfig(batch_size=2, train=train, **kw)
 
 
@@ -332,16 +359,27 @@ def test_lightning_fit_reads_the_endless_stream(concept):
     dm = _dm(concept)
     dm.set_start_batch(2)
     model = Recorder()
-    trainer = pl.Trainer(max_steps=3, max_epochs=-1, use_distributed_sampler=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_steps=3,
+        max_epochs=-1,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(model, dm)
     assert model.ks == [[4, 5], [6, 7], [8, 9]]
 
 
 def test_datamodule_validation_loader_is_ordered(concept):
-    val = {"target": "ldm.data.personalized.PersonalizedBase",
-           "params": {"data_root": str(concept), "size": S, "set": "validation"}}
+    val = {
+        "target": "ldm.data.personalized.PersonalizedBase",
+        "params": {"data_root": str(concept), "size": S, "set": "validation"},
+    }
     dm = _dm(concept, validation=val)
     batches = list(dm.val_dataloader())
     assert [b["image_index"].tolist() for b in batches] == [[0, 1], [2]]
@@ -355,9 +393,12 @@ def test_several_concepts_from_omegaconf_lists(concept, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     _noise(20, 20, 7).save(other / "x.png")
-    node = OmegaConf.create({"target": "ldm.data.personalized_style.PersonalizedStyle",
-                             "params": {"data_root": [str(concept), str(other)], "size": S,
-                                        "placeholder_token": ["<a>", "<b>"]}})
+    node = OmegaConf.create(
+        {
+            "target": "ldm.data.personalized_style.PersonalizedStyle",
+            "params": {"data_root": [str(concept), str(other)], "size": S, "placeholder_token": ["<a>", "<b>"]},
+        }
+    )
     from ldm.util import instantiate_from_config
 
     ds = instantiate_from_config(node)

@@ -1,6 +1,7 @@
 """Loading a diffusers-format SD v1 folder. The oracle runs the other way round: our tiny model is
 converted by diffusers' own single-file converters, instantiated as diffusers/transformers models and
 saved with their own `save_pretrained`; reading that folder back must give our weights exactly."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,12 @@ import shutil
 import pytest
 import torch
 from omegaconf import OmegaConf
+from sd_helpers import SD_CONFIG, TINY_CONFIG, load_config, randomize_, text_state_dict
 
 from ldm.diffusers_folder import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 from ldm.errors import CheckpointError, UnsafeCheckpointError
 from ldm.model_loading import load_model_from_config
 from ldm.modules.encoders.tokenizer import SHIPPED_TOKENIZER, resolve_tokenizer_dir
-from sd_helpers import SD_CONFIG, TINY_CONFIG, load_config, randomize_, text_state_dict
 
 COMPONENTS = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")
 FOLDER_FORMATS = [("safetensors", None), ("bin", None), ("safetensors", "fp16")]
@@ -22,9 +23,12 @@ FOLDER_FORMATS = [("safetensors", None), ("bin", None), ("safetensors", "fp16")]
 
 def _to_diffusers(sd: dict, cfg) -> tuple[dict, dict, dict, dict]:
     """Our state dict -> (unet config, unet weights, vae config, vae weights) by diffusers' converters."""
-    from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
-                                                     create_unet_diffusers_config_from_ldm,
-                                                     create_vae_diffusers_config_from_ldm)
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        create_unet_diffusers_config_from_ldm,
+        create_vae_diffusers_config_from_ldm,
+    )
 
     container = OmegaConf.to_container(cfg)
     ucfg = create_unet_diffusers_config_from_ldm(container, sd)
@@ -52,9 +56,14 @@ def write_diffusers_folder(model, cfg, folder, fmt: str = "safetensors", variant
         torch.save(load_file(str(saved)), folder / "text_encoder" / "pytorch_model.bin")
         saved.unlink()
     shutil.copytree(SHIPPED_TOKENIZER, folder / "tokenizer")
-    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"]}
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+    }
     (folder / "model_index.json").write_text(json.dumps(index))
     return folder
 
@@ -62,8 +71,10 @@ def write_diffusers_folder(model, cfg, folder, fmt: str = "safetensors", variant
 @pytest.fixture(scope="module")
 def folders(tiny_model, tiny_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("diffusers")
-    return {(fmt, variant): write_diffusers_folder(tiny_model, tiny_config, root / f"{fmt}-{variant}", fmt, variant)
-            for fmt, variant in FOLDER_FORMATS}
+    return {
+        (fmt, variant): write_diffusers_folder(tiny_model, tiny_config, root / f"{fmt}-{variant}", fmt, variant)
+        for fmt, variant in FOLDER_FORMATS
+    }
 
 
 def _one_line(exc: BaseException) -> str:
@@ -93,8 +104,12 @@ def test_generate_from_folder_matches_the_ckpt(folders, tiny_ckpt):
 
     kw = dict(steps=2, width=64, height=64, seed=11, sampler_name="ddim")
     folder = folders[("safetensors", None)]
-    (image, seed), = Generate(config=TINY_CONFIG, weights=folder, device="cpu", precision="full").txt2img("a cat", **kw)
-    (same, _), = Generate(config=TINY_CONFIG, weights=tiny_ckpt, device="cpu", precision="full").txt2img("a cat", **kw)
+    ((image, seed),) = Generate(config=TINY_CONFIG, weights=folder, device="cpu", precision="full").txt2img(
+        "a cat", **kw
+    )
+    ((same, _),) = Generate(config=TINY_CONFIG, weights=tiny_ckpt, device="cpu", precision="full").txt2img(
+        "a cat", **kw
+    )
     assert seed == 11 and image.size == (64, 64)
     assert image.tobytes() == same.tobytes()
 
@@ -180,10 +195,13 @@ def test_folder_without_weights_file(folders, tmp_path):
     _one_line(err.value)
 
 
-@pytest.mark.parametrize("family,changes", [
-    ("SD 2.x", {"cross_attention_dim": 1024, "use_linear_projection": True, "attention_head_dim": [5, 10, 20, 20]}),
-    ("SDXL", {"cross_attention_dim": 2048, "use_linear_projection": True, "addition_embed_type": "text_time"}),
-])
+@pytest.mark.parametrize(
+    "family,changes",
+    [
+        ("SD 2.x", {"cross_attention_dim": 1024, "use_linear_projection": True, "attention_head_dim": [5, 10, 20, 20]}),
+        ("SDXL", {"cross_attention_dim": 2048, "use_linear_projection": True, "addition_embed_type": "text_time"}),
+    ],
+)
 def test_other_model_family_is_refused(folders, tmp_path, family, changes):
     folder = _copy(folders, tmp_path)
     config_file = folder / "unet" / "config.json"
@@ -205,14 +223,16 @@ class _Exploit:
 
     def __reduce__(self):
         import os
+
         return (os.system, (f"touch {self.target}",))
 
 
 def test_pickled_bin_that_runs_code_is_refused(folders, tmp_path):
     folder = shutil.copytree(folders[("bin", None)], tmp_path / "model")
     marker = tmp_path / "pwned"
-    torch.save({"conv_in.weight": torch.zeros(1), "payload": _Exploit(marker)},
-               folder / "unet" / "diffusion_pytorch_model.bin")
+    torch.save(
+        {"conv_in.weight": torch.zeros(1), "payload": _Exploit(marker)}, folder / "unet" / "diffusion_pytorch_model.bin"
+    )
     with pytest.raises(UnsafeCheckpointError) as err:
         load_model_from_config(TINY_CONFIG, folder)
     assert "diffusion_pytorch_model.bin" in _one_line(err.value)

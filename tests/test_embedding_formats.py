@@ -1,22 +1,32 @@
 """Embedding files: every format round-trips bit-exactly, real paper pickles read, our pickles need no
 allow-list, diffusers' own loader reads what we write, and bad files fail with one line naming them."""
+
 from __future__ import annotations
 
 import copy
 import logging
 import os
+import pickle
 import struct
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from sd_helpers import text_state_dict
 from torch import nn
 
-from ldm.embeddings import (A1111_PNG, DIFFUSERS, EMB_PARAMS, PAPER, EmbeddingFileError, LoadedEmbedding,
-                            read_embedding_file, write_embedding_file)
+from ldm.embeddings import (
+    A1111_PNG,
+    DIFFUSERS,
+    EMB_PARAMS,
+    PAPER,
+    EmbeddingFileError,
+    LoadedEmbedding,
+    read_embedding_file,
+    write_embedding_file,
+)
 from ldm.errors import ConfigError, LdmUserError, UnsafeCheckpointError
-from sd_helpers import text_state_dict
 
 
 def awkward_vectors(n: int = 3, dim: int = 32, seed: int = 0) -> torch.Tensor:
@@ -74,10 +84,12 @@ def test_written_pickles_are_plain_tensors_for_weights_only_loaders(tmp_path):
 def test_paper_pickle_with_parameterdict_reads(tmp_path):
     """The paper code saves string_to_param as an nn.ParameterDict of fp16-able nn.Parameters."""
     vec = awkward_vectors(2)
-    paper = {"string_to_token": {"*": torch.tensor(265)},
-             "string_to_param": nn.ParameterDict({"*": nn.Parameter(vec.clone())})}
+    paper = {
+        "string_to_token": {"*": torch.tensor(265)},
+        "string_to_param": nn.ParameterDict({"*": nn.Parameter(vec.clone())}),
+    }
     torch.save(paper, tmp_path / "embeddings_gs-6099.pt")
-    with pytest.raises(Exception):  # plain weights_only refuses it: our allow-list entry is what reads it
+    with pytest.raises(pickle.UnpicklingError):  # plain weights_only refuses it: our allow-list entry is what reads it
         torch.load(tmp_path / "embeddings_gs-6099.pt", weights_only=True)
     (term,) = read_embedding_file(tmp_path / "embeddings_gs-6099.pt")
     assert torch.equal(term.vectors, vec) and type(term.vectors) is torch.Tensor and not term.vectors.requires_grad
@@ -97,8 +109,10 @@ def test_formats_are_detected_by_content_not_suffix(tmp_path):
 
 
 def test_several_terms(tmp_path, caplog):
-    terms = [LoadedEmbedding("a", awkward_vectors(1, seed=1), token="<a>"),
-             LoadedEmbedding("b", awkward_vectors(3, seed=2), token="<b>")]
+    terms = [
+        LoadedEmbedding("a", awkward_vectors(1, seed=1), token="<a>"),
+        LoadedEmbedding("b", awkward_vectors(3, seed=2), token="<b>"),
+    ]
     with caplog.at_level(logging.WARNING):
         write_embedding_file(tmp_path / "two.pt", terms)
     assert "one term per .pt" in caplog.text
@@ -106,8 +120,9 @@ def test_several_terms(tmp_path, caplog):
     assert [(t.name, t.token, t.num_vectors) for t in back] == [("<a>", "<a>", 1), ("<b>", "<b>", 3)]
     write_embedding_file(tmp_path / "two.safetensors", terms)  # several -> diffusers layout
     back = read_embedding_file(tmp_path / "two.safetensors")
-    assert [t.format for t in back] == [DIFFUSERS] * 2 and all(torch.equal(x.vectors, y.vectors)
-                                                                for x, y in zip(back, terms))
+    assert [t.format for t in back] == [DIFFUSERS] * 2 and all(
+        torch.equal(x.vectors, y.vectors) for x, y in zip(back, terms)
+    )
     with pytest.raises(ConfigError, match="emb_params holds one term"):
         write_embedding_file(tmp_path / "two_e.safetensors", terms, format=EMB_PARAMS)
     with pytest.raises(ConfigError, match="suffix"):
@@ -138,17 +153,20 @@ def _png_without_chunk(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make,pattern", [
-    (lambda p: p.write_bytes(b"this is not an embedding at all"), "not a readable embedding file"),
-    (lambda p: p.write_bytes(b""), "not a readable embedding file"),
-    (lambda p: torch.save({"step": 3, "name": "x"}, p), "no embedding vectors"),
-    (lambda p: torch.save({"string_to_param": {}}, p), "holds no vectors"),
-    (lambda p: torch.save({"<x>": torch.zeros(2, 3, 4)}, p), r"shape \(2, 3, 4\)"),
-    (lambda p: torch.save({"<x>": torch.zeros(1, 32), "<y>": torch.zeros(1, 48)}, p), "different widths"),
-    (lambda p: torch.save({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, p), "SDXL"),
-    (lambda p: torch.save({"<x>": torch.zeros(2, 4, dtype=torch.long)}, p), "float vectors"),
-    (lambda p: torch.save([1, 2], p), "not an embedding dict"),
-])
+@pytest.mark.parametrize(
+    "make,pattern",
+    [
+        (lambda p: p.write_bytes(b"this is not an embedding at all"), "not a readable embedding file"),
+        (lambda p: p.write_bytes(b""), "not a readable embedding file"),
+        (lambda p: torch.save({"step": 3, "name": "x"}, p), "no embedding vectors"),
+        (lambda p: torch.save({"string_to_param": {}}, p), "holds no vectors"),
+        (lambda p: torch.save({"<x>": torch.zeros(2, 3, 4)}, p), r"shape \(2, 3, 4\)"),
+        (lambda p: torch.save({"<x>": torch.zeros(1, 32), "<y>": torch.zeros(1, 48)}, p), "different widths"),
+        (lambda p: torch.save({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, p), "SDXL"),
+        (lambda p: torch.save({"<x>": torch.zeros(2, 4, dtype=torch.long)}, p), "float vectors"),
+        (lambda p: torch.save([1, 2], p), "not an embedding dict"),
+    ],
+)
 def test_bad_files_fail_with_one_line_naming_them(tmp_path, make, pattern):
     path = tmp_path / "bad.pt"
     make(path)
@@ -180,8 +198,9 @@ def test_png_text_chunk_is_a1111_layout(tmp_path):
         assert img.size == (64, 48)
         data = json.loads(base64.b64decode(img.text["sd-ti-embedding"]))
     assert data["name"] == "card" and data["step"] == 7 and data["string_to_token"] == {"*": 265}
-    assert torch.equal(bits(torch.tensor(data["string_to_param"]["*"]["TORCHTENSOR"], dtype=torch.float64).float()),
-                       bits(vec))
+    assert torch.equal(
+        bits(torch.tensor(data["string_to_param"]["*"]["TORCHTENSOR"], dtype=torch.float64).float()), bits(vec)
+    )
 
 
 # -- diffusers' own loader on files we wrote -------------------------------------------------------------
@@ -195,16 +214,34 @@ def tiny_pipeline(tiny_model):
     encoder = tiny_model.cond_stage_model
     text = CLIPTextModel(encoder.text_model.config)
     text.load_state_dict(text_state_dict(tiny_model.state_dict()))  # strict: every key matches
-    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8,
-                                in_channels=4, out_channels=4, cross_attention_dim=32, attention_head_dim=2,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-    vae = AutoencoderKL(block_out_channels=(32,), latent_channels=4, down_block_types=("DownEncoderBlock2D",),
-                        up_block_types=("UpDecoderBlock2D",), norm_num_groups=8)
-    return StableDiffusionPipeline(vae=vae, text_encoder=text.eval(),
-                                   tokenizer=CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER)),
-                                   unet=unet, scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        cross_attention_dim=32,
+        attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32,),
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=8,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text.eval(),
+        tokenizer=CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER)),
+        unet=unet,
+        scheduler=DDIMScheduler(clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 @pytest.mark.parametrize("filename", ["reddisc.pt", "learned_embeds.bin", "learned_embeds.safetensors"])
@@ -214,8 +251,11 @@ def test_diffusers_load_textual_inversion_reads_our_files(tiny_pipeline, tiny_mo
     pipe = copy.deepcopy(tiny_pipeline)
     token = f"<reddisc-{Path(filename).suffix[1:]}>"
     vec = torch.randn(3, 32) * 0.02
-    path = write_embedding_file(tmp_path / filename, LoadedEmbedding(token, vec, token="*"),
-                                format=DIFFUSERS if filename.endswith(".safetensors") else None)
+    path = write_embedding_file(
+        tmp_path / filename,
+        LoadedEmbedding(token, vec, token="*"),
+        format=DIFFUSERS if filename.endswith(".safetensors") else None,
+    )
     pipe.load_textual_inversion(str(path))  # the "name" field / the dict key becomes the token
     ids = pipe.tokenizer.convert_tokens_to_ids([token, f"{token}_1", f"{token}_2"])
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids].detach(), vec)

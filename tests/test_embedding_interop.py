@@ -1,5 +1,6 @@
 """Files as the other tools write them (built here by hand, not by our writer) read with the same vectors:
 diffusers' example `learned_embeds.safetensors`, an A1111 `.pt`, a kohya `emb_params` file, an A1111 PNG."""
+
 from __future__ import annotations
 
 import base64
@@ -24,8 +25,17 @@ def test_diffusers_example_learned_embeds(tmp_path):
 
 def test_a1111_pt(tmp_path):
     path = tmp_path / "mystyle.pt"
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": VEC.clone()}, "name": "mystyle",
-                "step": 1500, "sd_checkpoint": "abcd1234", "sd_checkpoint_name": "v1-5-pruned-emaonly"}, path)
+    torch.save(
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": VEC.clone()},
+            "name": "mystyle",
+            "step": 1500,
+            "sd_checkpoint": "abcd1234",
+            "sd_checkpoint_name": "v1-5-pruned-emaonly",
+        },
+        path,
+    )
     (term,) = read_embedding_file(path)
     assert term.name == "mystyle" and term.step == 1500 and torch.equal(term.vectors, VEC)
 
@@ -38,8 +48,14 @@ def test_kohya_emb_params(tmp_path):
 
 
 def test_a1111_png(tmp_path):
-    data = {"string_to_token": {"*": 265}, "string_to_param": {"*": {"TORCHTENSOR": VEC[:2].tolist()}},
-            "name": "pngword", "step": 800, "sd_checkpoint": None, "sd_checkpoint_name": None}
+    data = {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": {"TORCHTENSOR": VEC[:2].tolist()}},
+        "name": "pngword",
+        "step": 800,
+        "sd_checkpoint": None,
+        "sd_checkpoint_name": None,
+    }
     info = PngInfo()
     info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(data).encode()).decode())
     path = tmp_path / "pngword.png"

@@ -1,5 +1,6 @@
 """EmbeddingLibrary: naming rule (token / name field / stem, the `*` alias), explicit loads fail loudly,
 folder scans skip bad files with a warning naming them, refresh is incremental, traversal is refused."""
+
 from __future__ import annotations
 
 import logging
@@ -84,8 +85,9 @@ def test_names_come_from_a_readable_token_else_the_name_field_else_the_stem(tmp_
     write_embedding_file(tmp_path / "learned_embeds.bin", term("<cat-toy>", token="<cat-toy>"), format="diffusers")
     write_embedding_file(tmp_path / "mycat.pt", term("mycat"))  # paper: token "*", name "mycat"
     write_embedding_file(tmp_path / "doggo.safetensors", term("ignored"))  # emb_params: only the stem
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(1, DIM)}},
-               tmp_path / "paper-original.pt")  # the paper code's files have no name field
+    torch.save(
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(1, DIM)}}, tmp_path / "paper-original.pt"
+    )  # the paper code's files have no name field
     lib = EmbeddingLibrary(DIM, directory=tmp_path)
     assert sorted(lib.names()) == ["<cat-toy>", "doggo", "mycat", "paper-original"]
     assert prompt_name(LoadedEmbedding("stem", torch.zeros(1, DIM), token="sks")) == "sks"

@@ -1,6 +1,7 @@
 """EmbeddingManager on the tiny CLIP (real tokenizer, hidden 32): the splice puts the learned vectors at
 the right positions, gradients reach only them, init/validation/progressive/regulariser behave, and the
 vectors survive save -> load."""
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,7 @@ BOS, EOS, STAR = 49406, 49407, 265
 @pytest.fixture(scope="module")
 def _embedder(tiny_model):
     encoder = copy.deepcopy(tiny_model.cond_stage_model)
-    encoder.tokenizer  # load the vocabulary once; the copies below share the loaded tokenizer state
+    _ = encoder.tokenizer  # load the vocabulary once; the copies below share the loaded tokenizer state
     return encoder
 
 
@@ -65,7 +66,7 @@ def test_multi_token_placeholder_with_three_vectors_shifts_the_rest(embedder):
     assert where == [[("<my-cat>", 2), ("<my-cat>", 3), ("<my-cat>", 4)]]
     assert torch.equal(embeds[0, 2:5], m.vectors("<my-cat>").detach())
     rest = ids_of(embedder, "on a sofa.")
-    assert torch.equal(embeds[0, 5:5 + len(rest)], token_rows(embedder, rest))
+    assert torch.equal(embeds[0, 5 : 5 + len(rest)], token_rows(embedder, rest))
     tail = 5 + len(rest)
     assert torch.equal(embeds[0, tail:], token_rows(embedder, [EOS] * (77 - tail)))
     assert torch.equal(embeds[0, 0:2], token_rows(embedder, [BOS] + ids_of(embedder, "a")))
@@ -123,8 +124,7 @@ def test_low_precision_encoder_keeps_float32_vectors(embedder):
 
 def test_init_text_of_several_tokens_fills_vectors_in_order(embedder):
     red, fox = ids_of(embedder, "red fox")
-    m = EmbeddingManager(embedder, ["*", "<b>", "<c>"], ["red fox", "red fox", "sculpture"],
-                         num_vectors_per_token=4)
+    m = EmbeddingManager(embedder, ["*", "<b>", "<c>"], ["red fox", "red fox", "sculpture"], num_vectors_per_token=4)
     assert torch.equal(m.vectors("*").detach(), token_rows(embedder, [red, red, fox, fox]))
     assert torch.equal(m.initial_vectors("<b>"), token_rows(embedder, [red, red, fox, fox]))
     one = EmbeddingManager(embedder, ["*"], ["red fox"])
@@ -140,18 +140,21 @@ def test_missing_init_text_gives_small_random_vectors(embedder, caplog):
     assert v.shape == (2, 32) and 0.3 * scale < v.std() < 3 * scale
 
 
-@pytest.mark.parametrize("kwargs,pattern", [
-    (dict(placeholder_strings=["*"], initializer_words=[""]), "initializer word '' for placeholder '\\*'"),
-    (dict(placeholder_strings=["*"], initializer_words=["   "]), "has no tokens"),
-    (dict(placeholder_strings=["*", "*"]), "'\\*' and '\\*' are the same"),
-    (dict(placeholder_strings=["*", " * "]), "'\\*' and ' \\* ' are the same"),
-    (dict(placeholder_strings=["<cat>", "cat"]), "'<cat>' contains placeholder 'cat'"),
-    (dict(placeholder_strings=["red", "<b> red fox"]), "'<b> red fox' contains placeholder 'red'"),
-    (dict(placeholder_strings=[""]), "placeholder '' is empty"),
-    (dict(placeholder_strings=["*"], num_vectors_per_token=0), "num_vectors_per_token=0"),
-    (dict(placeholder_strings=["*"], initializer_words=["a", "b"]), "2 initializer_words for 1"),
-    (dict(placeholder_strings=[["*"]]), r"placeholder_strings\[0\] is list"),
-])
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(placeholder_strings=["*"], initializer_words=[""]), "initializer word '' for placeholder '\\*'"),
+        (dict(placeholder_strings=["*"], initializer_words=["   "]), "has no tokens"),
+        (dict(placeholder_strings=["*", "*"]), "'\\*' and '\\*' are the same"),
+        (dict(placeholder_strings=["*", " * "]), "'\\*' and ' \\* ' are the same"),
+        (dict(placeholder_strings=["<cat>", "cat"]), "'<cat>' contains placeholder 'cat'"),
+        (dict(placeholder_strings=["red", "<b> red fox"]), "'<b> red fox' contains placeholder 'red'"),
+        (dict(placeholder_strings=[""]), "placeholder '' is empty"),
+        (dict(placeholder_strings=["*"], num_vectors_per_token=0), "num_vectors_per_token=0"),
+        (dict(placeholder_strings=["*"], initializer_words=["a", "b"]), "2 initializer_words for 1"),
+        (dict(placeholder_strings=[["*"]]), r"placeholder_strings\[0\] is list"),
+    ],
+)
 def test_bad_configuration_is_one_line_config_error(embedder, kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern) as exc:
         EmbeddingManager(embedder, **kwargs)

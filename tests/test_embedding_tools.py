@@ -1,6 +1,7 @@
 """The embedding tools as a user runs them (real subprocesses): convert_embedding.py (bit-exact across
 every format), merge_embeddings.py (clashes, --rename), compare_embeddings.py (a labelled snapshot grid on
 the tiny model) and evaluate.py clip (the paper's CLIP metrics with a tiny random CLIP model)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm.embeddings import (A1111_PNG, DIFFUSERS, EMB_PARAMS, PAPER, LoadedEmbedding, read_embedding_file,
-                            write_embedding_file)
+from ldm.embeddings import (
+    A1111_PNG,
+    DIFFUSERS,
+    EMB_PARAMS,
+    PAPER,
+    LoadedEmbedding,
+    read_embedding_file,
+    write_embedding_file,
+)
 from ldm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +32,9 @@ SCRIPTS = ["convert_embedding.py", "merge_embeddings.py", "compare_embeddings.py
 
 
 def script(name: str, *args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"scripts/{name}", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, f"scripts/{name}", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def ok(name: str, *args) -> subprocess.CompletedProcess:
@@ -66,8 +75,12 @@ def test_help_exits_0(argv):
 def test_convert_round_trip_through_every_format_is_bit_exact(tmp_path):
     vectors = awkward_vectors()
     start = write_embedding_file(tmp_path / "cat.pt", LoadedEmbedding("cat", vectors, token="*", step=120))
-    chain = [("cat.safetensors", EMB_PARAMS), ("learned_embeds.bin", DIFFUSERS), ("cat.png", A1111_PNG),
-             ("back.pt", PAPER)]
+    chain = [
+        ("cat.safetensors", EMB_PARAMS),
+        ("learned_embeds.bin", DIFFUSERS),
+        ("cat.png", A1111_PNG),
+        ("back.pt", PAPER),
+    ]
     src = start
     for name, fmt in chain:
         out = tmp_path / name
@@ -85,7 +98,15 @@ def test_convert_round_trip_through_every_format_is_bit_exact(tmp_path):
 def test_convert_format_name_and_preview(tmp_path):
     vectors = awkward_vectors(3, seed=1)
     src = write_embedding_file(tmp_path / "cat.pt", LoadedEmbedding("cat", vectors, step=7))
-    ok("convert_embedding.py", src, tmp_path / "learned_embeds.safetensors", "--format", "diffusers", "--name", "<cat-toy>")
+    ok(
+        "convert_embedding.py",
+        src,
+        tmp_path / "learned_embeds.safetensors",
+        "--format",
+        "diffusers",
+        "--name",
+        "<cat-toy>",
+    )
     (term,) = read_embedding_file(tmp_path / "learned_embeds.safetensors")
     assert (term.format, term.name, term.token) == (DIFFUSERS, "<cat-toy>", "<cat-toy>")
     assert torch.equal(bits(term.vectors), bits(vectors))
@@ -124,8 +145,9 @@ def test_convert_refuses_bad_outputs(tmp_path):
 def clashing_files(tmp_path):
     cat, cat2, dog = awkward_vectors(1, seed=2), awkward_vectors(2, seed=3), awkward_vectors(1, seed=4)
     a = write_embedding_file(tmp_path / "a.pt", LoadedEmbedding("cat", cat, token="*"))
-    b = write_embedding_file(tmp_path / "learned_embeds.bin",
-                             [LoadedEmbedding("dog", dog), LoadedEmbedding("cat", cat2)])
+    b = write_embedding_file(
+        tmp_path / "learned_embeds.bin", [LoadedEmbedding("dog", dog), LoadedEmbedding("cat", cat2)]
+    )
     return a, b, {"cat": cat, "dog": dog, "cat-2": cat2}
 
 
@@ -142,8 +164,9 @@ def test_merge_with_rename(clashing_files, tmp_path):
     assert f"renamed 'cat' from {b} to 'cat-2'" in result.stdout
     terms = read_embedding_file(tmp_path / "merged.pt")
     assert [t.name for t in terms] == ["cat", "dog", "cat-2"] and {t.format for t in terms} == {PAPER}
-    assert "holds one term but there are 3" in fails("convert_embedding.py", tmp_path / "merged.pt",
-                                                     tmp_path / "merged.png")
+    assert "holds one term but there are 3" in fails(
+        "convert_embedding.py", tmp_path / "merged.pt", tmp_path / "merged.png"
+    )
     for t in terms:
         assert torch.equal(bits(t.vectors), bits(expected[t.name])), t.name
     raw = torch.load(tmp_path / "merged.pt", weights_only=True)
@@ -170,8 +193,9 @@ def test_merge_without_clash_into_diffusers(tmp_path):
 def test_merge_names_compare_case_insensitively(tmp_path):
     from ldm.embeddings.tools import merge_embeddings
 
-    a = write_embedding_file(tmp_path / "a.bin", [LoadedEmbedding("Cat", torch.ones(1, 8)),
-                                                  LoadedEmbedding("cat-2", torch.zeros(1, 8))])
+    a = write_embedding_file(
+        tmp_path / "a.bin", [LoadedEmbedding("Cat", torch.ones(1, 8)), LoadedEmbedding("cat-2", torch.zeros(1, 8))]
+    )
     b = write_embedding_file(tmp_path / "b.bin", LoadedEmbedding("cat", torch.full((1, 8), 2.0)))
     with pytest.raises(ConfigError, match="both"):
         merge_embeddings([a, b])
@@ -193,22 +217,56 @@ def test_compare_embeddings_grid(tiny_ckpt, tmp_path):
     vectors = {}
     for step in (10, 2):  # written out of order; --logdir sorts by step, not by name ("gs-10" < "gs-2")
         vectors[step] = torch.randn(1, 32, generator=g) * 3
-        write_embedding_file(run_dir / "checkpoints" / f"embeddings_gs-{step}.pt",
-                             LoadedEmbedding("*", vectors[step], token="*", step=step))
+        write_embedding_file(
+            run_dir / "checkpoints" / f"embeddings_gs-{step}.pt",
+            LoadedEmbedding("*", vectors[step], token="*", step=step),
+        )
     assert [p.name for p in find_snapshots(run_dir)] == ["embeddings_gs-2.pt", "embeddings_gs-10.pt"]
     out = tmp_path / "grid.png"
-    ok("compare_embeddings.py", "--ckpt", tiny_ckpt, "--config", FINETUNE, "--logdir", run_dir, "--prompts",
-       *PROMPTS, "--seed", 42, "--steps", 2, "--H", 64, "--W", 64, "--scale", 7.5, "--sampler", "ddim",
-       "--device", "cpu", "--precision", "full", "--out", out)
+    ok(
+        "compare_embeddings.py",
+        "--ckpt",
+        tiny_ckpt,
+        "--config",
+        FINETUNE,
+        "--logdir",
+        run_dir,
+        "--prompts",
+        *PROMPTS,
+        "--seed",
+        42,
+        "--steps",
+        2,
+        "--H",
+        64,
+        "--W",
+        64,
+        "--scale",
+        7.5,
+        "--sampler",
+        "ddim",
+        "--device",
+        "cpu",
+        "--precision",
+        "full",
+        "--out",
+        out,
+    )
 
     layout = plan_layout((64, 64), ["step 2", "step 10"], PROMPTS, title=grid_title(42, 2, 7.5, "ddim", tiny_ckpt))
     with Image.open(out) as im:
         assert im.size == layout.size and (layout.rows, layout.cols) == (2, 2)
-        assert json.loads(im.info["embeddings"]) == [str(run_dir / "checkpoints" / f"embeddings_gs-{s}.pt")
-                                                     for s in (2, 10)]
+        assert json.loads(im.info["embeddings"]) == [
+            str(run_dir / "checkpoints" / f"embeddings_gs-{s}.pt") for s in (2, 10)
+        ]
         grid = np.asarray(im.convert("RGB")).astype(np.int16)
-    cell = {(r, c): grid[layout.cell_box(r, c)[1]:layout.cell_box(r, c)[3], layout.cell_box(r, c)[0]:
-                         layout.cell_box(r, c)[2]] for r in range(2) for c in range(2)}
+    cell = {
+        (r, c): grid[
+            layout.cell_box(r, c)[1] : layout.cell_box(r, c)[3], layout.cell_box(r, c)[0] : layout.cell_box(r, c)[2]
+        ]
+        for r in range(2)
+        for c in range(2)
+    }
     for r in range(2):
         assert np.abs(cell[r, 0] - cell[r, 1]).mean() > 1, "the two snapshots gave the same image"
     assert grid[: layout.top].min() < 128 and grid[:, : layout.left].min() < 128  # labels were drawn
@@ -219,14 +277,31 @@ def test_compare_embeddings_grid(tiny_ckpt, tmp_path):
 
     model = load_model_from_config(FINETUNE, tiny_ckpt)
     model.embedding_manager.load(run_dir / "checkpoints" / "embeddings_gs-10.pt")
-    (image, _), = Generate(model=model, device="cpu", precision="full", sampler_name="ddim").txt2img(
-        PROMPTS[1], steps=2, seed=42, cfg_scale=7.5, width=64, height=64)
+    ((image, _),) = Generate(model=model, device="cpu", precision="full", sampler_name="ddim").txt2img(
+        PROMPTS[1], steps=2, seed=42, cfg_scale=7.5, width=64, height=64
+    )
     assert np.abs(np.asarray(image).astype(np.int16) - cell[1, 1]).max() <= 1
 
 
 def test_compare_embeddings_bad_inputs(tiny_ckpt, tmp_path):
-    common = ["--ckpt", tiny_ckpt, "--config", FINETUNE, "--prompts", "a photo of *", "--steps", 2, "--H", 64,
-              "--W", 64, "--device", "cpu", "--out", tmp_path / "g.png"]
+    common = [
+        "--ckpt",
+        tiny_ckpt,
+        "--config",
+        FINETUNE,
+        "--prompts",
+        "a photo of *",
+        "--steps",
+        2,
+        "--H",
+        64,
+        "--W",
+        64,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "g.png",
+    ]
     assert "not found" in fails("compare_embeddings.py", "--embeddings", tmp_path / "missing.pt", *common)
     assert not (tmp_path / "g.png").exists()
     from ldm.evaluation.compare_embeddings import find_snapshots
@@ -240,8 +315,9 @@ def test_labelled_grid_wraps_long_labels():
 
     cells = [[Image.new("RGB", (16, 16), (40 * r, 90 * c, 0)) for c in range(3)] for r in range(2)]
     prompt = "a watercolor painting of * sitting on a very long wooden bench in the park at sunset"
-    image, layout = labelled_grid(cells, ["step 100", "step 2000", "embeddings_final"], [prompt, "*"],
-                                  title="seed 1 | ddim")
+    image, layout = labelled_grid(
+        cells, ["step 100", "step 2000", "embeddings_final"], [prompt, "*"], title="seed 1 | ddim"
+    )
     assert image.size == layout.size and len(layout.row_lines[0]) > 1 and len(layout.title_lines) == 1
     for r in range(2):
         for c in range(3):
@@ -258,9 +334,16 @@ def tiny_clip(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = CLIPConfig(
         text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
     CLIPModel(config).eval().save_pretrained(folder)
     for f in (ROOT / "ldm" / "assets" / "clip_tokenizer").iterdir():
@@ -298,8 +381,19 @@ def direct_features(folder: Path, images=None, text=None) -> torch.Tensor:
 def test_evaluate_clip_matches_direct_computation(tiny_clip, tmp_path):
     training = random_images(tmp_path / "train", [(48, 40), (37, 64), (100, 90)], seed=1)
     generated = random_images(tmp_path / "gen", [(64, 64), (64, 64), (80, 48), (32, 32)], seed=2)
-    result = ok("evaluate.py", "clip", "--clip_model", tiny_clip, "--generated", tmp_path / "gen", "--training",
-                tmp_path / "train", "--prompt", "a photo of *", "--json")
+    result = ok(
+        "evaluate.py",
+        "clip",
+        "--clip_model",
+        tiny_clip,
+        "--generated",
+        tmp_path / "gen",
+        "--training",
+        tmp_path / "train",
+        "--prompt",
+        "a photo of *",
+        "--json",
+    )
     scores = json.loads(result.stdout)
     gen, train = direct_features(tiny_clip, images=generated), direct_features(tiny_clip, images=training)
     text = direct_features(tiny_clip, text="a photo of")
@@ -323,8 +417,20 @@ def test_evaluate_clip_is_one_for_identical_images(tiny_clip, tmp_path):
         (tmp_path / folder).mkdir()
         for i in range(count):
             picture.save(tmp_path / folder / f"{i}.png")
-    result = ok("evaluate.py", "clip", "--clip_model", tiny_clip, "--generated", tmp_path / "gen", "--training",
-                tmp_path / "train", "--prompt", "* on the beach", "--device", "cpu")
+    result = ok(
+        "evaluate.py",
+        "clip",
+        "--clip_model",
+        tiny_clip,
+        "--generated",
+        tmp_path / "gen",
+        "--training",
+        tmp_path / "train",
+        "--prompt",
+        "* on the beach",
+        "--device",
+        "cpu",
+    )
     rows = {line.split("  ")[0]: line.split() for line in result.stdout.splitlines()}
     image_row = rows["image-image (generated vs training)"]
     assert float(image_row[-4]) == pytest.approx(1.0, abs=1e-4) and image_row[-3:] == ["3", "x", "2"]
@@ -339,9 +445,18 @@ def test_evaluate_clip_bad_inputs(tiny_clip, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "not-a-model").mkdir()
     (tmp_path / "not-a-model" / "config.json").write_text("{}")
-    assert "has no CLIP model" in fails("evaluate.py", "clip", "--clip_model", tmp_path / "not-a-model",
-                                        "--generated", tmp_path / "imgs", "--training", tmp_path / "imgs",
-                                        "--prompt", "a photo of *")
+    assert "has no CLIP model" in fails(
+        "evaluate.py",
+        "clip",
+        "--clip_model",
+        tmp_path / "not-a-model",
+        "--generated",
+        tmp_path / "imgs",
+        "--training",
+        tmp_path / "imgs",
+        "--prompt",
+        "a photo of *",
+    )
     imgs = tmp_path / "imgs"
     for clip, generated, training, prompt, message in [
         (tiny_clip, tmp_path / "nope", imgs, "a photo of *", "--generated .*nope: no such folder"),

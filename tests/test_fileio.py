@@ -1,4 +1,5 @@
 """Atomic writes: complete files with ordinary permissions, nothing left behind on failure."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Oracle: a full-size SD v1 model of ours, converted by diffusers' own single-file converters, loads
 strictly into diffusers' UNet2DConditionModel/AutoencoderKL and transformers' CLIPTextModel, and all
 three give our outputs to <= 1e-4 in fp32. This proves the checkpoint layout and the maths at once."""
+
 from __future__ import annotations
 
 import gc
@@ -8,7 +9,6 @@ import gc
 import pytest
 import torch
 from omegaconf import OmegaConf
-
 from sd_helpers import SD_CONFIG, load_config, randomize_, text_state_dict
 
 TOL = 1e-4

@@ -1,4 +1,5 @@
 """scripts/preprocess.py: crops, flips, tiles, captions, and refusing bad input with one line."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,8 +33,8 @@ def _thirds(w: int, h: int) -> Image.Image:
     """Left third red, middle green, right third blue."""
     a = np.zeros((h, w, 3), dtype=np.uint8)
     a[:, : w // 3, 0] = 255
-    a[:, w // 3: 2 * w // 3, 1] = 255
-    a[:, 2 * w // 3:, 2] = 255
+    a[:, w // 3 : 2 * w // 3, 1] = 255
+    a[:, 2 * w // 3 :, 2] = 255
     return Image.fromarray(a)
 
 
@@ -49,8 +50,12 @@ def test_center_crop_flip_and_caption(tmp_path, capsys):
     rc, err = run(capsys, "--src", src, "--dst", dst, "--size", 24, "--flip", "--caption_from_filename")
     assert rc == 0, err
     stem = "00012-a_photo-of cat"
-    assert sorted(p.name for p in dst.iterdir()) == [f"{stem}-flipped.png", f"{stem}-flipped.txt",
-                                                     f"{stem}.png", f"{stem}.txt"]
+    assert sorted(p.name for p in dst.iterdir()) == [
+        f"{stem}-flipped.png",
+        f"{stem}-flipped.txt",
+        f"{stem}.png",
+        f"{stem}.txt",
+    ]
     out = dst / "00012-a_photo-of cat.png"
     assert Image.open(out).size == (24, 24)
     assert _mean(out)[1] > 230 and _mean(out)[0] < 20  # the centre third (green) only
@@ -140,10 +145,15 @@ def _bad_inputs(tmp_path: Path) -> dict:
     corrupt.mkdir()
     _thirds(30, 30).save(corrupt / "a.png")
     (corrupt / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    return {"missing": (tmp_path / "nope", [], "no such folder"), "empty": (empty, [], "has no images"),
-            "size": (good, ["--size", "0"], "--size"), "negative": (good, ["--size", "-5"], "--size"),
-            "corrupt": (corrupt, [], "zz_broken.png"), "same": (good, ["--dst", str(good)], "--dst"),
-            "too_small": (good, ["--min_size", "100"], "--min_size")}
+    return {
+        "missing": (tmp_path / "nope", [], "no such folder"),
+        "empty": (empty, [], "has no images"),
+        "size": (good, ["--size", "0"], "--size"),
+        "negative": (good, ["--size", "-5"], "--size"),
+        "corrupt": (corrupt, [], "zz_broken.png"),
+        "same": (good, ["--dst", str(good)], "--dst"),
+        "too_small": (good, ["--min_size", "100"], "--min_size"),
+    }
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "size", "negative", "corrupt", "same", "too_small"])

@@ -1,5 +1,6 @@
 """Prompt syntax and PromptEncoder on the tiny CLIP (real vocabulary, hidden 32): chunking past 75 tokens,
 BREAK, embeddings kept whole and placed at the right positions, A1111 emphasis, negative brackets."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,7 +32,7 @@ def make_library(mycat: torch.Tensor = None, toy: torch.Tensor = None) -> Embedd
 
 @pytest.fixture(scope="module")
 def model(tiny_model):
-    tiny_model.cond_stage_model.tokenizer  # load the vocabulary once
+    _ = tiny_model.cond_stage_model.tokenizer  # load the vocabulary once
     return tiny_model
 
 
@@ -80,8 +81,9 @@ def test_short_plain_prompts_equal_the_plain_encoder_exactly(model):
     enc = PromptEncoder(model, make_library())
     with torch.no_grad():
         for prompt in ["a photo of a cat on the beach", "", ["a red car", "two dogs, (plain:1.0) text"]]:
-            expected = plain(model, [p.replace("(plain:1.0)", "plain") for p in prompt]
-                             if isinstance(prompt, list) else prompt)
+            expected = plain(
+                model, [p.replace("(plain:1.0)", "plain") for p in prompt] if isinstance(prompt, list) else prompt
+            )
             assert torch.equal(enc.encode(prompt), expected)
         assert enc.encode("").shape == (1, 77, 32)
 
@@ -148,7 +150,8 @@ def test_two_embeddings_land_at_their_positions_and_each_matters(model, captured
     assert torch.equal(captured[0][0], expected)
     assert enc.used_embeddings(prompt) == ["mycat", "<cat-toy>"]
     assert enc.tokenization_report(prompt)[0] == (
-        "chunk 0 (11/75): a photo of <mycat:0> <mycat:1> with <cat-toy:0> <cat-toy:1> <cat-toy:2> on grass")
+        "chunk 0 (11/75): a photo of <mycat:0> <mycat:1> with <cat-toy:0> <cat-toy:1> <cat-toy:2> on grass"
+    )
     with torch.no_grad():
         other_cat = PromptEncoder(model, make_library(mycat=vectors(2, 9))).encode(prompt)
         other_toy = PromptEncoder(model, make_library(toy=vectors(3, 9))).encode(prompt)

@@ -4,6 +4,7 @@ Data x0 ~ N(MU, S^2) per element, so D(x, sigma) and the probability-flow ODE so
 are known in closed form; every error below is measured against the exact answer.
 Figures in comments were observed with torch 2.13 CPU, float64 x.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -14,9 +15,20 @@ import pytest
 import torch
 
 from ldm.models.diffusion.sampling import (
-    SAMPLERS, UnknownSamplerError, ddim_timesteps, default_noise_sampler, get_sampler,
-    get_sigmas_ddim, get_sigmas_karras, get_sigmas_uniform, lms_coefficients, make_sigmas,
-    sample_ddim, sample_euler, sample_lms, sample_plms)
+    SAMPLERS,
+    UnknownSamplerError,
+    ddim_timesteps,
+    default_noise_sampler,
+    get_sampler,
+    get_sigmas_ddim,
+    get_sigmas_karras,
+    get_sigmas_uniform,
+    lms_coefficients,
+    make_sigmas,
+    sample_euler,
+    sample_lms,
+    sample_plms,
+)
 
 MU, S = 0.3, 0.5
 T = 1000
@@ -77,8 +89,15 @@ def run(name: str, sigmas: torch.Tensor, x: torch.Tensor, **kw) -> tuple[torch.T
 # max |error| at the endpoint after 50 steps of the default discretisation; observed:
 # euler 8.3e-2, ddim 7.8e-2, dpmpp_2m 6.8e-2 (uniform-t has one huge last log-sigma step),
 # dpm_2 1.3e-2, plms 5.3e-3, lms 6.0e-4, heun 2.8e-4. A wrong sign or factor gives O(1).
-END_TOL = {"k_euler": 0.12, "ddim": 0.12, "k_dpmpp_2m": 0.1, "k_dpm_2": 0.03,
-           "plms": 0.01, "k_lms": 3e-3, "k_heun": 3e-3}
+END_TOL = {
+    "k_euler": 0.12,
+    "ddim": 0.12,
+    "k_dpmpp_2m": 0.1,
+    "k_dpm_2": 0.03,
+    "plms": 0.01,
+    "k_lms": 3e-3,
+    "k_heun": 3e-3,
+}
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
@@ -95,9 +114,15 @@ def test_deterministic_sampler_reaches_exact_ode_endpoint(name):
 # ~2.6e-3 floor on the endpoint error that would hide the order. Karras steps, observed:
 # euler/ddim 2.01, 2.00; heun 4.36, 4.17; dpm_2 4.34, 4.16; dpmpp_2m 4.38, 4.22;
 # plms 4.62, 4.22; lms (order 4, low-order start-up) 11.6, 13.5.
-ORDER_RATIO = {"k_euler": (1.8, 2.3), "ddim": (1.8, 2.3), "k_heun": (3.5, 5.0),
-               "k_dpm_2": (3.5, 5.0), "k_dpmpp_2m": (3.5, 5.0), "plms": (3.5, 5.0),
-               "k_lms": (8.0, 20.0)}
+ORDER_RATIO = {
+    "k_euler": (1.8, 2.3),
+    "ddim": (1.8, 2.3),
+    "k_heun": (3.5, 5.0),
+    "k_dpm_2": (3.5, 5.0),
+    "k_dpmpp_2m": (3.5, 5.0),
+    "plms": (3.5, 5.0),
+    "k_lms": (8.0, 20.0),
+}
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
@@ -117,11 +142,16 @@ def test_error_shrinks_at_expected_order(name):
 def test_lms_order_one_is_euler():
     sigmas = get_sigmas_uniform(SCHED, 12)
     x = start(sigmas)
-    assert torch.allclose(sample_lms(GaussianDenoiser(), x, sigmas, order=1),
-                          sample_euler(GaussianDenoiser(), x, sigmas), rtol=0, atol=1e-12)
+    assert torch.allclose(
+        sample_lms(GaussianDenoiser(), x, sigmas, order=1),
+        sample_euler(GaussianDenoiser(), x, sigmas),
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 # ---------------------------------------------------------------- CompVis VP equivalence
+
 
 def test_ddim_step_matches_compvis_vp_update():
     """One VE step equals CompVis' DDIM update on x_vp = x_ve * sqrt(alpha_bar)."""
@@ -135,8 +165,7 @@ def test_ddim_step_matches_compvis_vp_update():
     x_vp = x_ve * math.sqrt(a)
     pred_x0 = (x_vp - math.sqrt(1 - a) * eps) / math.sqrt(a)
     sigma_t = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-    x_prev_vp = (math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev - sigma_t**2) * eps
-                 + sigma_t * noise)
+    x_prev_vp = math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev - sigma_t**2) * eps + sigma_t * noise
 
     sigmas = torch.tensor([sigma, sigma_prev, 0.0], dtype=torch.float64)
     _, steps = run("ddim", sigmas, x_ve, eta=eta, noise_sampler=lambda s, sn: noise)
@@ -180,6 +209,7 @@ def test_plms_matches_compvis_vp_formulation():
 
 # ---------------------------------------------------------------- ancestral statistics
 
+
 # 200 Karras steps, 32768 samples; observed mean/std: k_euler_a 0.296/0.491,
 # ddim eta=1 0.296/0.491 (same update), k_dpm_2_a 0.296/0.500. First-order ancestral
 # samplers are biased low in std (0.45 at 50 steps); SE of the mean is 0.003.
@@ -215,6 +245,7 @@ def test_default_noise_sampler_follows_x_and_seed():
 
 
 # ---------------------------------------------------------------- contract
+
 
 # model calls for n steps: two-stage methods skip the second call on the step to 0,
 # PLMS pays one extra call on its first step.
@@ -255,6 +286,7 @@ def test_unknown_sampler_lists_choices():
 
 
 # ---------------------------------------------------------------- discretisations
+
 
 def assert_valid_sigmas(sigmas: torch.Tensor, length: int) -> None:
     assert sigmas.dtype == torch.float32 and sigmas.shape == (length,)
@@ -300,6 +332,7 @@ def test_make_sigmas_picks_discretisation():
 
 
 # ---------------------------------------------------------------- LMS coefficients
+
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_lms_coefficients_integrate_polynomials_exactly(order):

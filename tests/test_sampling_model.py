@@ -3,6 +3,7 @@ step callbacks, bf16, and the one-line errors for bad sizes and sampler names.
 
 Figures in comments were observed with torch 2.13 CPU on the `tiny_model` fixture.
 """
+
 from __future__ import annotations
 
 import copy
@@ -10,6 +11,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from sd_helpers import TINY_CONFIG
 
 from ldm.errors import ConfigError
 from ldm.generate import Generate, check_size
@@ -18,7 +20,6 @@ from ldm.models.diffusion.guidance import CFGDenoiser
 from ldm.models.diffusion.sample import sample_latents
 from ldm.models.diffusion.sampling import SAMPLERS, UnknownSamplerError, get_sampler, make_sigmas
 from ldm.models.diffusion.schedule import SCHEDULE_BUFFERS
-from sd_helpers import TINY_CONFIG
 
 SHAPE = (1, 4, 8, 8)  # latents of a 64x64 image
 STEPS = 4  # divides 1000, so ddim/plms also take exactly 4 steps
@@ -41,9 +42,17 @@ def den(tiny_model):
 
 
 def _sample(model, contexts, sampler, seed, *, prompt="a cat", negative="", scale=7.5, steps=STEPS, **kw):
-    return sample_latents(model, contexts[prompt], None if negative is None else contexts[negative], shape=SHAPE,
-                          generator=torch.Generator().manual_seed(seed), sampler=sampler, steps=steps,
-                          cfg_scale=scale, **kw)
+    return sample_latents(
+        model,
+        contexts[prompt],
+        None if negative is None else contexts[negative],
+        shape=SHAPE,
+        generator=torch.Generator().manual_seed(seed),
+        sampler=sampler,
+        steps=steps,
+        cfg_scale=scale,
+        **kw,
+    )
 
 
 def _pixels(image) -> np.ndarray:
@@ -167,8 +176,9 @@ def _discrete_sigmas(model) -> torch.Tensor:
 
 
 def test_sigma_to_t_inverts_t_to_sigma_at_fractional_t(den):
-    t = torch.cat([torch.rand(2000, generator=torch.Generator().manual_seed(0)) * 999,
-                   torch.tensor([0.0, 0.25, 998.5, 999.0])])
+    t = torch.cat(
+        [torch.rand(2000, generator=torch.Generator().manual_seed(0)) * 999, torch.tensor([0.0, 0.25, 998.5, 999.0])]
+    )
     back = den.sigma_to_t(den.t_to_sigma(t))
     torch.testing.assert_close(back, t, rtol=0, atol=1e-3)  # max error 6e-5 seen (float32 near 999)
     # and the sigma is strictly between its integer neighbours' sigmas
@@ -194,18 +204,19 @@ def test_denoiser_is_x_minus_sigma_eps_of_the_scaled_input(tiny_model, den, cont
     ac = tiny_model.alphas_cumprod.float()
     t = torch.tensor([10, 600])
     sigma = ((1 - ac[t]) / ac[t]).sqrt()  # exactly the denoiser's discrete sigmas, so t is exact
-    c_in = (1 / (sigma ** 2 + 1).sqrt()).view(-1, 1, 1, 1)
+    c_in = (1 / (sigma**2 + 1).sqrt()).view(-1, 1, 1, 1)
     eps = tiny_model.apply_model(x * c_in, t.float(), cond)
     expected = x - sigma.view(-1, 1, 1, 1) * eps
     torch.testing.assert_close(den(x, sigma, cond), expected, rtol=0, atol=1e-5)
     # The unscaled input would give something else: c_in matters.
-    assert not torch.allclose(x - sigma.view(-1, 1, 1, 1) * tiny_model.apply_model(x, t.float(), cond), expected,
-                              atol=1e-2)
+    assert not torch.allclose(
+        x - sigma.view(-1, 1, 1, 1) * tiny_model.apply_model(x, t.float(), cond), expected, atol=1e-2
+    )
 
     # A fractional timestep: sigma log-interpolated by hand between t=250 and t=251.
     s250, s251 = ((1 - ac[250:252]) / ac[250:252]).sqrt().double()
     sig = torch.tensor([float((0.5 * (s250.log() + s251.log())).exp())] * 2)
-    c_in = (1 / (sig ** 2 + 1).sqrt()).view(-1, 1, 1, 1)
+    c_in = (1 / (sig**2 + 1).sqrt()).view(-1, 1, 1, 1)
     expected = x - sig.view(-1, 1, 1, 1) * tiny_model.apply_model(x * c_in, torch.tensor([250.5, 250.5]), cond)
     torch.testing.assert_close(den(x, sig, cond), expected, rtol=0, atol=1e-4)
 
@@ -226,8 +237,9 @@ def test_step_callback_once_per_step(tiny_model, contexts, den, sampler):
 
 def test_generate_step_callback_counts_steps(gen):
     calls = []
-    gen.txt2img("a cat", steps=5, width=64, height=64, seed=1, sampler_name="k_euler", iterations=2,
-                step_callback=calls.append)
+    gen.txt2img(
+        "a cat", steps=5, width=64, height=64, seed=1, sampler_name="k_euler", iterations=2, step_callback=calls.append
+    )
     assert [c["i"] for c in calls] == [0, 1, 2, 3, 4] * 2
 
 
@@ -254,8 +266,9 @@ def test_bf16_network_samples_close_to_fp32(tiny_model, gen):
 
 
 # -- bad input -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("width, height, bad", [(60, 64, "width 60"), (64, 12, "height 12"), (4, 64, "width 4"),
-                                                (64, 0, "height 0")])
+@pytest.mark.parametrize(
+    "width, height, bad", [(60, 64, "width 60"), (64, 12, "height 12"), (4, 64, "width 4"), (64, 0, "height 0")]
+)
 def test_size_not_multiple_of_8_is_a_config_error_naming_the_value(gen, width, height, bad):
     with pytest.raises(ConfigError, match=bad) as info:
         gen.txt2img("a cat", steps=2, width=width, height=height)
@@ -265,9 +278,11 @@ def test_size_not_multiple_of_8_is_a_config_error_naming_the_value(gen, width, h
 
 
 def test_unknown_sampler_lists_the_choices(tiny_model, gen, contexts):
-    for call in (lambda: Generate(config=TINY_CONFIG, model=tiny_model, device="cpu", sampler_name="nope"),
-                 lambda: gen.txt2img("a cat", steps=2, width=64, height=64, sampler_name="nope"),
-                 lambda: _sample(tiny_model, contexts, "nope", seed=1)):
+    for call in (
+        lambda: Generate(config=TINY_CONFIG, model=tiny_model, device="cpu", sampler_name="nope"),
+        lambda: gen.txt2img("a cat", steps=2, width=64, height=64, sampler_name="nope"),
+        lambda: _sample(tiny_model, contexts, "nope", seed=1),
+    ):
         with pytest.raises(UnknownSamplerError) as info:
             call()
         message = str(info.value)

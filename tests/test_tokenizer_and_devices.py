@@ -1,4 +1,5 @@
 """Tokenizer lookup (explicit -> beside the model -> shipped copy), CLIP ids, no network; device/precision choice."""
+
 from __future__ import annotations
 
 import filecmp
@@ -8,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from sd_helpers import ROOT, TINY_CONFIG
 
 from ldm.devices import choose_device, choose_dtype
 from ldm.errors import ConfigError
 from ldm.modules.encoders.tokenizer import SHIPPED_TOKENIZER, load_tokenizer, resolve_tokenizer_dir
-from sd_helpers import ROOT, TINY_CONFIG
 
 SHARED = ROOT.parent / "shared" / "clip_tokenizer"
 
@@ -87,10 +88,17 @@ def test_device_choice():
         choose_device("gpu0")
 
 
-@pytest.mark.parametrize("name,device,dtype", [
-    ("full", "cpu", torch.float32), ("autocast", "cpu", torch.float32), ("autocast", "cuda", torch.float16),
-    ("bf16", "cpu", torch.bfloat16), ("fp16", "mps", torch.float16), ("fp32", "cuda", torch.float32),
-])
+@pytest.mark.parametrize(
+    "name,device,dtype",
+    [
+        ("full", "cpu", torch.float32),
+        ("autocast", "cpu", torch.float32),
+        ("autocast", "cuda", torch.float16),
+        ("bf16", "cpu", torch.bfloat16),
+        ("fp16", "mps", torch.float16),
+        ("fp32", "cuda", torch.float32),
+    ],
+)
 def test_precision_names(name, device, dtype):
     assert choose_dtype(name, torch.device(device)) == dtype
 

@@ -1,4 +1,5 @@
 """The toy world's base model, classifier and evaluation, and the main job learning a concept on it."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,17 @@ import sys
 import pytest
 import torch
 from omegaconf import OmegaConf
+from sd_helpers import ROOT
+from train_helpers import only_run_dir, run_main, tiny_env
 
 from ldm.data.toy_world import COLOUR_NAMES
-from ldm.evaluation.toy_metrics import Concept, SamplingSettings, default_backgrounds, evaluate_toy, load_classifier
 from ldm.errors import ConfigError
+from ldm.evaluation.toy_metrics import Concept, SamplingSettings, default_backgrounds, evaluate_toy, load_classifier
 from ldm.toy.autoencoder_training import fold_latent_scale
 from ldm.toy.classifier import IMAGE_SIZE, accuracy
 from ldm.toy.manifest import MANIFEST, verify_manifest
 from ldm.toy.pool import render_pool
 from ldm.util import instantiate_from_config
-from sd_helpers import ROOT
-from train_helpers import only_run_dir, run_main, tiny_env
 
 TOY = ROOT / "models" / "toy-world"
 CONFIG = ROOT / "configs" / "toy-world" / "inference.yaml"
@@ -85,8 +86,10 @@ def test_committed_weights_load_strictly_in_the_compvis_layout():
     with safe_open(str(WEIGHTS), "pt") as f:
         prefixes = {k.split(".")[0] for k in f.keys()}
         assert "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" in f.keys()
-        assert f.get_slice("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
-                           ).get_shape()[0] == 49408
+        assert (
+            f.get_slice("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight").get_shape()[0]
+            == 49408
+        )
     assert {"model", "first_stage_model", "cond_stage_model"} <= prefixes
     load_model_from_config(CONFIG, WEIGHTS, with_embedding_manager=False)  # raises on any missing/extra key
 
@@ -117,16 +120,28 @@ def test_default_backgrounds_avoid_the_concept_colour():
 
 
 def _evaluate(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "toy", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=tiny_env())
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "toy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=tiny_env(),
+    )
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--concept", "violet star"], "concept 'violet star'"),
-    (["--concept", "purple star", "--classifier", "nope.safetensors"], "classifier nope.safetensors does not exist"),
-    (["--concept", "purple star", "--backgrounds", "red,teal"], "background 'teal'"),
-    (["--concept", "purple star", "--embedding_path", "missing.pt"], "missing.pt"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--concept", "violet star"], "concept 'violet star'"),
+        (
+            ["--concept", "purple star", "--classifier", "nope.safetensors"],
+            "classifier nope.safetensors does not exist",
+        ),
+        (["--concept", "purple star", "--backgrounds", "red,teal"], "background 'teal'"),
+        (["--concept", "purple star", "--embedding_path", "missing.pt"], "missing.pt"),
+    ],
+)
 def test_evaluate_toy_bad_input_is_one_line(args, needle):
     r = _evaluate(args + ["--samples", "2", "--steps", "2"])
     assert r.returncode == 2, r.stderr
@@ -136,8 +151,13 @@ def test_evaluate_toy_bad_input_is_one_line(args, needle):
 def _generate(embedding=None):
     from ldm.generate import Generate
 
-    return Generate(config=CONFIG, weights=WEIGHTS, embedding_paths=[embedding] if embedding else [],
-                    use_library=True, sampler_name="ddim")
+    return Generate(
+        config=CONFIG,
+        weights=WEIGHTS,
+        embedding_paths=[embedding] if embedding else [],
+        use_library=True,
+        sampler_name="ddim",
+    )
 
 
 def test_base_model_draws_what_true_words_ask_for():
@@ -148,14 +168,39 @@ def test_base_model_draws_what_true_words_ask_for():
 
 
 def test_main_job_learns_the_concept_far_above_the_init_word(tmp_path):
-    r = run_main(["--base", str(FINETUNE), "-t", "--actual_resume", str(WEIGHTS), "-n", "toy", "--data_root",
-                  str(CONCEPT_DATA), "--init_word", "shape", "-l", str(tmp_path), "--max_steps", str(CI_STEPS),
-                  "-s", str(CI_SEED)],
-                 env={**tiny_env(), "OMP_NUM_THREADS": "2"})
+    r = run_main(
+        [
+            "--base",
+            str(FINETUNE),
+            "-t",
+            "--actual_resume",
+            str(WEIGHTS),
+            "-n",
+            "toy",
+            "--data_root",
+            str(CONCEPT_DATA),
+            "--init_word",
+            "shape",
+            "-l",
+            str(tmp_path),
+            "--max_steps",
+            str(CI_STEPS),
+            "-s",
+            str(CI_SEED),
+        ],
+        env={**tiny_env(), "OMP_NUM_THREADS": "2"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     embedding = only_run_dir(tmp_path) / "checkpoints" / "embeddings.pt"
-    result = evaluate_toy(CONFIG, WEIGHTS, CLASSIFIER, Concept("star", "purple"), "shape", embedding,
-                          settings=SamplingSettings(samples=32))
+    result = evaluate_toy(
+        CONFIG,
+        WEIGHTS,
+        CLASSIFIER,
+        Concept("star", "purple"),
+        "shape",
+        embedding,
+        settings=SamplingSettings(samples=32),
+    )
     learned, init, true = result["rows"]
     assert learned["fidelity"] >= CI_FIDELITY_MIN and learned["editability"] >= CI_EDITABILITY_MIN, result
     assert learned["fidelity"] >= init["fidelity"] + CI_MARGIN, result
@@ -163,10 +208,35 @@ def test_main_job_learns_the_concept_far_above_the_init_word(tmp_path):
 
 def test_train_toy_world_writes_weights_classifier_and_manifest(tmp_path):
     out = tmp_path / "toy"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_toy_world.py"), "--out", str(out),
-                        "--pool_size", "64", "--vae_steps", "2", "--steps", "2", "--classifier_steps", "2",
-                        "--classifier_pool", "32", "--check_renders", "16", "--check_concepts", "1",
-                        "--check_samples", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=tiny_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train_toy_world.py"),
+            "--out",
+            str(out),
+            "--pool_size",
+            "64",
+            "--vae_steps",
+            "2",
+            "--steps",
+            "2",
+            "--classifier_steps",
+            "2",
+            "--classifier_pool",
+            "32",
+            "--check_renders",
+            "16",
+            "--check_concepts",
+            "1",
+            "--check_samples",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=tiny_env(),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout)
     assert {"classifier_accuracy", "true_words_agreement", "timings"} <= set(figures)
@@ -179,7 +249,13 @@ def test_train_toy_world_writes_weights_classifier_and_manifest(tmp_path):
 
 
 def test_train_toy_world_bad_input_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_toy_world.py"), "--out", str(tmp_path / "o"),
-                        "--steps", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=tiny_env())
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_toy_world.py"), "--out", str(tmp_path / "o"), "--steps", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=tiny_env(),
+    )
     assert r.returncode == 2 and r.stderr.strip() == "error: --steps must be at least 1, got 0", r.stderr
     assert not (tmp_path / "o").exists()

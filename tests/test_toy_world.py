@@ -1,4 +1,5 @@
 """The procedural toy world: single-token vocabulary, clean deterministic renders, reproducible items."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,19 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm.data.toy_world import (CAPTION_TEMPLATES, COLOUR_NAMES, COLOURS, GENERIC_SHAPE_WORD, PLAIN_TEMPLATES, SHAPES,
-                                ToyScene, ToyWorldDataset, render, render_concept_images, sample_scene)
+from ldm.data.toy_world import (
+    CAPTION_TEMPLATES,
+    COLOUR_NAMES,
+    COLOURS,
+    GENERIC_SHAPE_WORD,
+    PLAIN_TEMPLATES,
+    SHAPES,
+    ToyScene,
+    ToyWorldDataset,
+    render,
+    render_concept_images,
+    sample_scene,
+)
 
 
 @pytest.fixture(scope="module")

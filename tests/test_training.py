@@ -1,5 +1,6 @@
 """Textual-inversion training end to end on the tiny model: it learns, writes the documented run
 directory, freezes every network, resumes after SIGKILL exactly, and refuses bad input."""
+
 from __future__ import annotations
 
 import copy
@@ -12,10 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from sd_helpers import ROOT
-from train_helpers import (TINY_FINETUNE, fixed_eval_loss, load_images, make_concept, only_run_dir, run_main,
-                           tiny_env, train_args)
+from train_helpers import (
+    TINY_FINETUNE,
+    fixed_eval_loss,
+    load_images,
+    make_concept,
+    only_run_dir,
+    run_main,
+    tiny_env,
+    train_args,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,9 @@ def test_snapshots_match_the_vectors_of_their_step(trained):
     at4 = read_embedding_file(trained / "checkpoints" / "embeddings_gs-4.pt")[0]
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     (vec_key,) = [k for k in ckpt if "initial" not in k]
-    assert torch.equal(at40.vectors, final.vectors) and torch.equal(at40.vectors, ckpt[vec_key].reshape(at40.vectors.shape))
+    assert torch.equal(at40.vectors, final.vectors) and torch.equal(
+        at40.vectors, ckpt[vec_key].reshape(at40.vectors.shape)
+    )
     assert at40.step == 40 and at4.step == 4
     assert not torch.equal(at4.vectors, at40.vectors)
 
@@ -92,8 +102,15 @@ def test_only_the_placeholder_vectors_change(tiny_ckpt, concept, tmp_path):
     model.learning_rate = 5e-2
     before = copy.deepcopy(model.state_dict())
     data = instantiate_from_config(cfg.data)
-    trainer = pl.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, use_distributed_sampler=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_steps=5,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, data)
     after = model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -113,8 +130,13 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny_ckpt, concept, tmp_p
     reference = _final_vectors(only_run_dir(straight))
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "main.py", *train_args(tiny_ckpt, concept, killed, steps)],
-                            cwd=ROOT, env=tiny_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", *train_args(tiny_ckpt, concept, killed, steps)],
+        cwd=ROOT,
+        env=tiny_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once a mid-run checkpoint exists (step 8 or later, before the end)
         ckpts = list(killed.glob("*/checkpoints/embeddings_gs-8.pt"))
@@ -134,6 +156,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny_ckpt, concept, tmp_p
 
 
 # -- bad input: one line on stderr, exit 2, nothing written ----------------------------------------
+
 
 def _bad(args: list[str], logdir: Path) -> str:
     result = run_main(args)
@@ -159,8 +182,20 @@ def test_bad_inputs_each_give_one_line(tiny_ckpt, concept, tmp_path):
     assert "broken.png" in _bad(args(corrupt), logs)
     assert "init" in _bad(args(init_word="   "), logs).lower()
     assert "photo" in _bad(args(concept, "--placeholder_string", "photo"), logs)
-    assert "*" in _bad(args(concept, "--placeholder_string", "*", "--placeholder_string", "*",
-                            "--data_root", str(concept), "--init_word", "dog"), logs)
+    assert "*" in _bad(
+        args(
+            concept,
+            "--placeholder_string",
+            "*",
+            "--placeholder_string",
+            "*",
+            "--data_root",
+            str(concept),
+            "--init_word",
+            "dog",
+        ),
+        logs,
+    )
     assert "schedule" in _bad(args(concept, "model.params.training.lr_schedule_string=fast please"), logs)
     assert "max_steps" in _bad(args(steps=0), logs)
     assert "--gpus" in _bad(args(concept, "--gpus", "zero"), logs)

@@ -1,4 +1,5 @@
 """Slow checks on the full-size SD v1 architecture (random weights): `pytest -m slow`."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from sd_helpers import ROOT, SD_CONFIG, load_config, randomize_
 from train_helpers import make_concept, only_run_dir, run_main
 
@@ -24,19 +24,45 @@ def full_ckpt(tmp_path_factory) -> Path:
 
     model = randomize_(build_model(load_config(SD_CONFIG).model, random_init=False), seed=5)
     path = tmp_path_factory.mktemp("sd") / "sd-v1-4.ckpt"
-    torch.save({"state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
-                "global_step": 470000}, path)
+    torch.save(
+        {
+            "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+            "global_step": 470000,
+        },
+        path,
+    )
     return path
 
 
 def test_full_size_training_steps_at_256px(full_ckpt, tmp_path):
     data = make_concept(tmp_path / "cat", n=2, size=256)
     logs = tmp_path / "logs"
-    result = run_main(["--base", "configs/stable-diffusion/v1-finetune.yaml", "-t", "--actual_resume", str(full_ckpt),
-                       "-n", "full", "--data_root", str(data), "--init_word", "cat", "-l", str(logs),
-                       "--max_steps", "2", "--precision", "bf16", "data.params.batch_size=1",
-                       "data.params.num_workers=0", "data.params.train.params.size=256",
-                       "lightning.callbacks.image_logger.params.disabled=true"], timeout=1500)
+    result = run_main(
+        [
+            "--base",
+            "configs/stable-diffusion/v1-finetune.yaml",
+            "-t",
+            "--actual_resume",
+            str(full_ckpt),
+            "-n",
+            "full",
+            "--data_root",
+            str(data),
+            "--init_word",
+            "cat",
+            "-l",
+            str(logs),
+            "--max_steps",
+            "2",
+            "--precision",
+            "bf16",
+            "data.params.batch_size=1",
+            "data.params.num_workers=0",
+            "data.params.train.params.size=256",
+            "lightning.callbacks.image_logger.params.disabled=true",
+        ],
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(logs)
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
@@ -53,9 +79,23 @@ def test_seed_command_line_runs_verbatim(full_ckpt, tmp_path):
     (work / "configs").symlink_to(ROOT / "configs")
     (work / "sd-v1-4.ckpt").symlink_to(full_ckpt)
     make_concept(work / "training_data" / "mycat", n=3, size=512)
-    cmd = [sys.executable, str(ROOT / "main.py"), "--base", "configs/stable-diffusion/v1-finetune.yaml", "-t",
-           "--actual_resume", "sd-v1-4.ckpt", "-n", "mycat", "--gpus", "0,", "--data_root", "training_data/mycat",
-           "--init_word", "cat"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "--base",
+        "configs/stable-diffusion/v1-finetune.yaml",
+        "-t",
+        "--actual_resume",
+        "sd-v1-4.ckpt",
+        "-n",
+        "mycat",
+        "--gpus",
+        "0,",
+        "--data_root",
+        "training_data/mycat",
+        "--init_word",
+        "cat",
+    ]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:

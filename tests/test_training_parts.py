@@ -1,18 +1,19 @@
 """Unit checks of the training parts: LR schedules, loss weighting, per-step RNG, latent cache, precision,
 gradient checkpointing, NaN handling, --embedding_manager_ckpt and the placeholder reaching captions."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import torch
+from train_helpers import TINY_FINETUNE, make_concept, only_run_dir, run_main, train_args
 
 from ldm.errors import ConfigError
 from ldm.training.latent_cache import LatentCache
 from ldm.training.loss import diffusion_loss, min_snr_weights
 from ldm.training.lr_schedule import a1111_schedule, make_schedule, parse_a1111_schedule
 from ldm.training.step_rng import step_generator
-from train_helpers import TINY_FINETUNE, make_concept, only_run_dir, run_main, train_args
 
 
 def test_a1111_schedule_string():
@@ -178,8 +179,13 @@ def test_start_from_embedding_file_and_placeholder_reaches_captions(tiny_ckpt, t
     data = make_concept(tmp_path / "c")
     start = tmp_path / "start.safetensors"  # A1111/kohya emb_params format
     write_embedding_file(start, LoadedEmbedding("mine", torch.full((1, 32), 0.25)))
-    args = train_args(tiny_ckpt, data, tmp_path / "logs", 4,
-                      ("--placeholder_string", "<my-cat>", "--embedding_manager_ckpt", str(start)))
+    args = train_args(
+        tiny_ckpt,
+        data,
+        tmp_path / "logs",
+        4,
+        ("--placeholder_string", "<my-cat>", "--embedding_manager_ckpt", str(start)),
+    )
     shown = run_main([*args, "--debug_dataset"])
     assert shown.returncode == 0 and "<my-cat>" in shown.stdout
     result = run_main(args)
@@ -201,9 +207,29 @@ def test_gpus_flag_means_indices():
 
 def test_two_concepts_in_one_run(tiny_ckpt, tmp_path):
     a, b = make_concept(tmp_path / "a", n=2, seed=1), make_concept(tmp_path / "b", n=2, seed=2)
-    args = ["--base", str(TINY_FINETUNE), "-t", "--actual_resume", str(tiny_ckpt), "-l", str(tmp_path / "logs"),
-            "--data_root", str(a), "--placeholder_string", "<aa>", "--init_word", "cat",
-            "--data_root", str(b), "--placeholder_string", "<bb>", "--init_word", "dog", "--max_steps", "4"]
+    args = [
+        "--base",
+        str(TINY_FINETUNE),
+        "-t",
+        "--actual_resume",
+        str(tiny_ckpt),
+        "-l",
+        str(tmp_path / "logs"),
+        "--data_root",
+        str(a),
+        "--placeholder_string",
+        "<aa>",
+        "--init_word",
+        "cat",
+        "--data_root",
+        str(b),
+        "--placeholder_string",
+        "<bb>",
+        "--init_word",
+        "dog",
+        "--max_steps",
+        "4",
+    ]
     shown = run_main([*args, "--debug_dataset"])
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "<aa>" in shown.stdout and "<bb>" in shown.stdout

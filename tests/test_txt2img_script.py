@@ -1,5 +1,6 @@
 """scripts/txt2img.py as a user runs it: a real subprocess against a tiny checkpoint. Outputs, numbering,
 seeds, sampler flags, prompt files, and the one-line exit-2 errors for bad inputs."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,13 +15,30 @@ from ldm.models.diffusion.sampling import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "scripts/txt2img.py"
-TINY = ["--config", "tests/fixtures/tiny-v1.yaml", "--H", "64", "--W", "64", "--ddim_steps", "3",
-        "--n_samples", "2", "--n_iter", "1", "--device", "cpu", "--precision", "full"]
+TINY = [
+    "--config",
+    "tests/fixtures/tiny-v1.yaml",
+    "--H",
+    "64",
+    "--W",
+    "64",
+    "--ddim_steps",
+    "3",
+    "--n_samples",
+    "2",
+    "--n_iter",
+    "1",
+    "--device",
+    "cpu",
+    "--precision",
+    "full",
+]
 
 
 def txt2img(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def ok(*args) -> subprocess.CompletedProcess:
@@ -74,7 +92,9 @@ def test_second_run_continues_numbering_and_same_seed_is_identical(two_runs):
     assert "wrote 3 files" in second.stdout
 
 
-@pytest.mark.parametrize("flags, name", [(["--plms"], "plms"), (["--sampler", "k_euler_a", "--seed", "7"], "k_euler_a")])
+@pytest.mark.parametrize(
+    "flags, name", [(["--plms"], "plms"), (["--sampler", "k_euler_a", "--seed", "7"], "k_euler_a")]
+)
 def test_other_samplers(two_runs, tiny_ckpt, tmp_path, flags, name):
     out = two_runs[0]
     ok("--ckpt", tiny_ckpt, "--outdir", tmp_path, "--prompt", "a red cube", *TINY, *flags)

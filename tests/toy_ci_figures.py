@@ -5,6 +5,7 @@
 Prints one JSON line per seed with the embedding's, the init word's and the true words' fidelity and
 editability (the same evaluation the test runs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +29,41 @@ def main() -> int:
     args = p.parse_args()
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            r = run_main(["--base", str(FINETUNE), "-t", "--actual_resume", str(WEIGHTS), "-n", "toy", "--data_root",
-                          str(CONCEPT_DATA), "--init_word", "shape", "-l", tmp, "--max_steps", str(args.steps),
-                          "-s", str(seed)], env={**tiny_env(), "OMP_NUM_THREADS": "2"})
+            r = run_main(
+                [
+                    "--base",
+                    str(FINETUNE),
+                    "-t",
+                    "--actual_resume",
+                    str(WEIGHTS),
+                    "-n",
+                    "toy",
+                    "--data_root",
+                    str(CONCEPT_DATA),
+                    "--init_word",
+                    "shape",
+                    "-l",
+                    tmp,
+                    "--max_steps",
+                    str(args.steps),
+                    "-s",
+                    str(seed),
+                ],
+                env={**tiny_env(), "OMP_NUM_THREADS": "2"},
+            )
             if r.returncode != 0:
                 sys.stderr.write(r.stderr[-2000:])
                 return 1
             embedding = only_run_dir(Path(tmp)) / "checkpoints" / "embeddings.pt"
-            result = evaluate_toy(CONFIG, WEIGHTS, CLASSIFIER, Concept("star", "purple"), "shape", embedding,
-                                  settings=SamplingSettings(samples=32))
+            result = evaluate_toy(
+                CONFIG,
+                WEIGHTS,
+                CLASSIFIER,
+                Concept("star", "purple"),
+                "shape",
+                embedding,
+                settings=SamplingSettings(samples=32),
+            )
         rows = {row["name"]: {k: row[k] for k in ("fidelity", "editability")} for row in result["rows"]}
         print(json.dumps({"seed": seed, "steps": args.steps, "rows": rows}), flush=True)
     return 0

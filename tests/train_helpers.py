@@ -1,4 +1,5 @@
 """Helpers for training tests: a small concept folder, the tiny finetune config, and a fixed evaluation."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-
 from sd_helpers import ROOT
 
 TINY_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-finetune.yaml"
@@ -29,11 +29,31 @@ def make_concept(folder: Path, n: int = 3, size: int = 64, seed: int = 0) -> Pat
     return folder
 
 
-def train_args(ckpt: Path, data: Path, logdir: Path, steps: int = 8, extra: tuple = (),
-               init_word: str = "sculpture") -> list[str]:
-    return ["--base", str(TINY_FINETUNE), "-t", "--actual_resume", str(ckpt), "-n", "test",
-            "--data_root", str(data), "--init_word", init_word, "-l", str(logdir), "--max_steps", str(steps),
-            "--scale_lr", "false", "-s", "7", *extra]
+def train_args(
+    ckpt: Path, data: Path, logdir: Path, steps: int = 8, extra: tuple = (), init_word: str = "sculpture"
+) -> list[str]:
+    return [
+        "--base",
+        str(TINY_FINETUNE),
+        "-t",
+        "--actual_resume",
+        str(ckpt),
+        "-n",
+        "test",
+        "--data_root",
+        str(data),
+        "--init_word",
+        init_word,
+        "-l",
+        str(logdir),
+        "--max_steps",
+        str(steps),
+        "--scale_lr",
+        "false",
+        "-s",
+        "7",
+        *extra,
+    ]
 
 
 def tiny_env() -> dict:
@@ -42,8 +62,14 @@ def tiny_env() -> dict:
 
 
 def run_main(args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env or tiny_env())
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or tiny_env(),
+    )
 
 
 def only_run_dir(logdir: Path) -> Path:
@@ -69,6 +95,8 @@ def fixed_eval_loss(model, images: torch.Tensor, caption: str, n_t: int = 8, see
 
 
 def load_images(folder: Path, size: int = 64) -> torch.Tensor:
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((size, size)), dtype=np.float32) / 127.5 - 1
-              for p in sorted(folder.glob("*.png"))]
+    arrays = [
+        np.asarray(Image.open(p).convert("RGB").resize((size, size)), dtype=np.float32) / 127.5 - 1
+        for p in sorted(folder.glob("*.png"))
+    ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)

@@ -5,6 +5,7 @@ text encoder in fp32, UNet and VAE cast to the weight dtype, AdamW over the whol
 with the rows of the other tokens restored after each step.
 sample: StableDiffusionPipeline with the DDIM scheduler SD v1 ships with.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,16 +33,21 @@ def load_components(ckpt: str, dtype: torch.dtype, like_example: bool = False) -
     """UNet and VAE in `dtype`, the text encoder in fp32. `like_example`: load them in fp32 first and cast,
     as examples/textual_inversion does (`from_pretrained`, then `.to(weight_dtype)`)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
-                                                     create_unet_diffusers_config_from_ldm,
-                                                     create_vae_diffusers_config_from_ldm)
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        create_unet_diffusers_config_from_ldm,
+        create_vae_diffusers_config_from_ldm,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from ldm.modules.encoders.modules import VIT_L14_TEXT
     from ldm.modules.encoders.tokenizer import load_tokenizer
 
     def loaded(converted: dict) -> dict:  # from_pretrained's default dtype is fp32, whatever the file holds
-        return {k: v.float() if v.is_floating_point() else v for k, v in converted.items()} if like_example else converted
+        return (
+            {k: v.float() if v.is_floating_point() else v for k, v in converted.items()} if like_example else converted
+        )
 
     sd = read_state_dict(ckpt)
     original = OmegaConf.to_container(OmegaConf.load(SD_CONFIG))
@@ -50,7 +56,7 @@ def load_components(ckpt: str, dtype: torch.dtype, like_example: bool = False) -
     vcfg = create_vae_diffusers_config_from_ldm(original, sd)
     vae = _strict(AutoencoderKL, vcfg, loaded(convert_ldm_vae_checkpoint(sd, vcfg))).to(dtype)
     prefix = "cond_stage_model.transformer.text_model."
-    text_state = {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
+    text_state = {k[len(prefix) :]: v.float() for k, v in sd.items() if k.startswith(prefix)}
     text_state.pop("embeddings.position_ids", None)
     text = CLIPTextModel(CLIPTextConfig(**VIT_L14_TEXT))
     text.load_state_dict(text_state, strict=False)
@@ -61,6 +67,7 @@ def load_components(ckpt: str, dtype: torch.dtype, like_example: bool = False) -
 @dataclass
 class DiffusersTrainer:
     """The example's training state: the placeholder token added, only the embedding matrix trainable."""
+
     parts: dict
     dtype: torch.dtype
     resolution: int
@@ -81,14 +88,20 @@ class DiffusersTrainer:
         self.parts["unet"].requires_grad_(False)
         self.parts["vae"].requires_grad_(False)
         text.train()
-        self.optimizer = torch.optim.AdamW(text.get_input_embeddings().parameters(), lr=5e-4,
-                                           betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            text.get_input_embeddings().parameters(), lr=5e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8
+        )
         self.scheduler = DDPMScheduler(**SCHEDULE)
         self.original = emb.detach().clone()
         self.keep = torch.ones(len(tok), dtype=torch.bool)
         self.keep[-1] = False
-        ids = tok([f"a photo of a {PLACEHOLDER}"] * self.batch_size, padding="max_length", truncation=True,
-                  max_length=tok.model_max_length, return_tensors="pt").input_ids
+        ids = tok(
+            [f"a photo of a {PLACEHOLDER}"] * self.batch_size,
+            padding="max_length",
+            truncation=True,
+            max_length=tok.model_max_length,
+            return_tensors="pt",
+        ).input_ids
         self.input_ids = ids
         g = torch.Generator().manual_seed(0)
         self.pixels = torch.rand(self.batch_size, 3, self.resolution, self.resolution, generator=g) * 2 - 1
@@ -123,8 +136,15 @@ def make_pipeline(parts: dict, dtype: torch.dtype):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     scheduler = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=parts["vae"], text_encoder=parts["text_encoder"].to(dtype),
-                                   tokenizer=parts["tokenizer"], unet=parts["unet"], scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"].to(dtype),
+        tokenizer=parts["tokenizer"],
+        unet=parts["unet"],
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -1,4 +1,5 @@
 """Peak resident memory of one phase of a process (CPU) or peak allocated VRAM (CUDA)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -6,7 +7,6 @@ import gc
 import os
 import threading
 import time
-from typing import Optional
 
 import torch
 
@@ -34,14 +34,14 @@ class PeakMemory:
         self.device, self.interval = device, interval
         self.peak = 0
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def _watch(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, rss_bytes())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -1,4 +1,5 @@
 """Our side of the benchmark: the real training objective and the real sampling path."""
+
 from __future__ import annotations
 
 import torch
@@ -11,15 +12,17 @@ from ldm.training.objective import TextualInversionObjective
 N_IMAGES = 5  # a typical concept folder: after each (image, flip) was seen once, latents come from the cache
 
 
-def load_training_model(ckpt: str, precision: str, gradient_checkpointing: bool = False,
-                        channels_last: bool = False) -> torch.nn.Module:
+def load_training_model(
+    ckpt: str, precision: str, gradient_checkpointing: bool = False, channels_last: bool = False
+) -> torch.nn.Module:
     from ldm.model_loading import load_model_from_config
 
     config = OmegaConf.load(FINETUNE_CONFIG)
     # as main.py loads it: straight into the frozen networks' precision
     model = load_model_from_config(config, ckpt, dtype=network_dtype(precision), with_embedding_manager=True)
-    model.training_config = TrainingConfig(network_precision=precision, gradient_checkpointing=gradient_checkpointing,
-                                           channels_last=channels_last)
+    model.training_config = TrainingConfig(
+        network_precision=precision, gradient_checkpointing=gradient_checkpointing, channels_last=channels_last
+    )
     return model
 
 
@@ -39,9 +42,13 @@ class OurTrainer:
         idx = [(self.k + i) % N_IMAGES for i in range(self.batch_size)]
         flips = [((self.k + i) // N_IMAGES) % 2 for i in range(self.batch_size)]
         images = torch.stack([self.images[i].flip(-1) if f else self.images[i] for i, f in zip(idx, flips)])
-        batch = {"image": images, "caption": ["a photo of a *"] * self.batch_size,
-                 "k": torch.tensor([self.k + i for i in range(self.batch_size)]),
-                 "image_index": torch.tensor(idx), "flip": torch.tensor(flips)}
+        batch = {
+            "image": images,
+            "caption": ["a photo of a *"] * self.batch_size,
+            "k": torch.tensor([self.k + i for i in range(self.batch_size)]),
+            "image_index": torch.tensor(idx),
+            "flip": torch.tensor(flips),
+        }
         self.k += self.batch_size
         return batch
 

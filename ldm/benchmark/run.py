@@ -1,4 +1,5 @@
 """Run benchmark sides in fresh processes, alternating, and summarise them as figures and ratios."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Optional
 
 import torch
 
@@ -19,8 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def run_side(spec: dict, timeout: int = 3600) -> dict:
-    r = subprocess.run([sys.executable, "-m", "ldm.benchmark.worker", json.dumps(spec)], capture_output=True,
-                       text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    r = subprocess.run(
+        [sys.executable, "-m", "ldm.benchmark.worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
         raise ConfigError(f"benchmark side {spec['side']!r} failed: {tail}")
@@ -30,15 +35,23 @@ def run_side(spec: dict, timeout: int = 3600) -> dict:
 def summarise(results: list[dict]) -> dict:
     median_s = statistics.median(r["median_s"] for r in results)
     batch = results[0]["median_s"] / results[0]["per_sample_s"]
-    return {"median_s": median_s, "per_sample_s": median_s / batch, "samples_per_s": batch / median_s,
-            "peak_gib": max(r["peak_bytes"] for r in results) / 2**30,
-            "process_peak_gib": max(r["process_peak_bytes"] for r in results) / 2**30,
-            "runs_median_s": [r["median_s"] for r in results]}
+    return {
+        "median_s": median_s,
+        "per_sample_s": median_s / batch,
+        "samples_per_s": batch / median_s,
+        "peak_gib": max(r["peak_bytes"] for r in results) / 2**30,
+        "process_peak_gib": max(r["process_peak_bytes"] for r in results) / 2**30,
+        "runs_median_s": [r["median_s"] for r in results],
+    }
 
 
 def machine() -> dict:
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d")}
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -57,10 +70,14 @@ def benchmark(spec: dict, sides: list[str], rounds: int) -> dict:
         for side in order:
             log.info("round %d/%d: %s", r + 1, rounds, side)
             per_side[side].append(run_side({**spec, "side": side}))
-    out = {"task": spec["task"], "settings": {k: v for k, v in spec.items() if k != "side"}, "machine": machine(),
-           "sides": {s: summarise(v) for s, v in per_side.items()}}
+    out = {
+        "task": spec["task"],
+        "settings": {k: v for k, v in spec.items() if k != "side"},
+        "machine": machine(),
+        "sides": {s: summarise(v) for s, v in per_side.items()},
+    }
     ours = out["sides"].get("ours")
-    ratios: dict[str, Optional[float]] = {}
+    ratios: dict[str, float | None] = {}
     for other in sides:
         if other != "ours" and ours is not None:
             theirs = out["sides"][other]

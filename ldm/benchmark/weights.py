@@ -1,9 +1,9 @@
 """The weights both sides of a benchmark read: one SD v1 file (random full-size weights unless given)."""
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Union
 
 import torch
 from omegaconf import OmegaConf
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 SD_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-inference.yaml"
 FINETUNE_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-finetune.yaml"
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def random_checkpoint(path: PathLike, seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> Path:
@@ -29,8 +29,11 @@ def random_checkpoint(path: PathLike, seed: int = 0, dtype: torch.dtype = torch.
     torch.manual_seed(seed)
     model = build_model(OmegaConf.load(SD_CONFIG).model, random_init=True)
     # An SD file holds the three networks only; the embedding manager belongs to training.
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
-             if not k.startswith("embedding_manager.")}
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith("embedding_manager.")
+    }
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
     return path

@@ -2,6 +2,7 @@
 
 `python -m ldm.benchmark.worker '<json spec>'` prints one JSON line: per-step times and peak memory.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,20 @@ def _timed(step, n: int, device: str) -> list[float]:
 
 
 def _train(spec: dict):
-    side, dtype, res, bs, device = spec["side"], network_dtype(spec["precision"]), spec["resolution"], spec["batch"], spec["device"]
+    side, dtype, res, bs, device = (
+        spec["side"],
+        network_dtype(spec["precision"]),
+        spec["resolution"],
+        spec["batch"],
+        spec["device"],
+    )
     g = torch.Generator().manual_seed(0)
     if side == "ours":
         from ldm.benchmark.ours import OurTrainer, load_training_model
 
-        model = load_training_model(spec["ckpt"], spec["precision"], spec.get("gradient_checkpointing", False),
-                                    spec.get("channels_last", False)).to(device)
+        model = load_training_model(
+            spec["ckpt"], spec["precision"], spec.get("gradient_checkpointing", False), spec.get("channels_last", False)
+        ).to(device)
         trainer = OurTrainer(model, res, bs)
         if spec.get("compile"):
             model.model.diffusion_model = torch.compile(model.model.diffusion_model)
@@ -51,8 +59,9 @@ def _train(spec: dict):
 
     if side == "diffusers":
         parts = load_components(spec["ckpt"], dtype, like_example=True)
-        trainer = DiffusersTrainer({k: (v.to(device) if hasattr(v, "to") else v) for k, v in parts.items()},
-                                   dtype, res, bs)
+        trainer = DiffusersTrainer(
+            {k: (v.to(device) if hasattr(v, "to") else v) for k, v in parts.items()}, dtype, res, bs
+        )
         return lambda: trainer.step(g)
     if side == "floor":
         unet = load_components(spec["ckpt"], dtype)["unet"].to(device).requires_grad_(False)  # as the example: frozen
@@ -63,23 +72,38 @@ def _train(spec: dict):
 
 
 def _sample(spec: dict):
-    side, dtype, res, bs, device = spec["side"], network_dtype(spec["precision"]), spec["resolution"], spec["batch"], spec["device"]
+    side, dtype, res, bs, device = (
+        spec["side"],
+        network_dtype(spec["precision"]),
+        spec["resolution"],
+        spec["batch"],
+        spec["device"],
+    )
     steps, cfg = spec["sample_steps"], spec["cfg_scale"]
     if side == "ours":
-        from ldm.generate import Generate
         from ldm.benchmark.weights import SD_CONFIG
+        from ldm.generate import Generate
 
-        gen = Generate(config=SD_CONFIG, weights=spec["ckpt"], device=device, precision=spec["precision"],
-                       sampler_name="ddim")
+        gen = Generate(
+            config=SD_CONFIG, weights=spec["ckpt"], device=device, precision=spec["precision"], sampler_name="ddim"
+        )
         gen.load_model()
-        return lambda: gen.prompt2image(PROMPT, steps=steps, seed=0, cfg_scale=cfg, width=res, height=res,
-                                        batch_size=bs)
+        return lambda: gen.prompt2image(
+            PROMPT, steps=steps, seed=0, cfg_scale=cfg, width=res, height=res, batch_size=bs
+        )
     if side == "diffusers":
         from ldm.benchmark.diffusers_side import load_components, make_pipeline
 
         pipe = make_pipeline(load_components(spec["ckpt"], dtype), dtype).to(device)
-        return lambda: pipe(PROMPT, num_inference_steps=steps, guidance_scale=cfg, height=res, width=res,
-                            num_images_per_prompt=bs, generator=torch.Generator().manual_seed(0))
+        return lambda: pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            height=res,
+            width=res,
+            num_images_per_prompt=bs,
+            generator=torch.Generator().manual_seed(0),
+        )
     raise ValueError(f"unknown side {side!r} for sample")
 
 
@@ -95,9 +119,17 @@ def run(spec: dict) -> dict:
         with PeakMemory(spec["device"]) as peak:
             times = _timed(step, spec["steps"], spec["device"])
     per_call = statistics.median(times)
-    return {"side": spec["side"], "task": spec["task"], "times_s": times, "median_s": per_call,
-            "per_sample_s": per_call / spec["batch"], "samples_per_s": spec["batch"] / per_call,
-            "peak_bytes": peak.peak, "rss_before_bytes": before, "process_peak_bytes": _process_peak(spec["device"])}
+    return {
+        "side": spec["side"],
+        "task": spec["task"],
+        "times_s": times,
+        "median_s": per_call,
+        "per_sample_s": per_call / spec["batch"],
+        "samples_per_s": spec["batch"] / per_call,
+        "peak_bytes": peak.peak,
+        "rss_before_bytes": before,
+        "process_peak_bytes": _process_peak(spec["device"]),
+    }
 
 
 def _process_peak(device: str) -> int:

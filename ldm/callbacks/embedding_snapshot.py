@@ -1,9 +1,9 @@
 """Write the learned embedding: `embeddings_gs-N.pt` every N steps and `embeddings.pt` (latest)."""
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import lightning.pytorch as pl
 import torch
@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingSnapshot(pl.Callback):
-    def __init__(self, dirpath: str, every_n_steps: int = 500, sd_checkpoint: Optional[str] = None):
+    def __init__(self, dirpath: str, every_n_steps: int = 500, sd_checkpoint: str | None = None):
         self.dirpath, self.every = Path(dirpath), int(every_n_steps)
         self.sd_checkpoint = sd_checkpoint
 

@@ -1,9 +1,10 @@
 """Sample grids during training: images/train/{inputs,samples,samples_scaled,conditioning}_gs-N.png."""
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -17,14 +18,22 @@ log = logging.getLogger(__name__)
 class ImageLogger(pl.Callback):
     """Paper config keys: batch_frequency, max_images, increase_log_steps, clamp, log_images_kwargs."""
 
-    def __init__(self, batch_frequency: int = 500, max_images: int = 8, clamp: bool = True,
-                 increase_log_steps: bool = False, log_images_kwargs: Optional[dict] = None,
-                 disabled: bool = False, logdir: Optional[str] = None, **ignored: Any):
+    def __init__(
+        self,
+        batch_frequency: int = 500,
+        max_images: int = 8,
+        clamp: bool = True,
+        increase_log_steps: bool = False,
+        log_images_kwargs: dict | None = None,
+        disabled: bool = False,
+        logdir: str | None = None,
+        **ignored: Any,
+    ):
         self.every = int(batch_frequency)
         self.max_images = int(max_images)
         self.clamp = clamp
         # Early steps are where users look first: log at 1, 2, 4, ... before the regular cadence.
-        self.log_steps = [2 ** n for n in range(self.every.bit_length())] if increase_log_steps else []
+        self.log_steps = [2**n for n in range(self.every.bit_length())] if increase_log_steps else []
         self.kwargs = dict(log_images_kwargs or {})
         self.disabled = disabled
         self.logdir = Path(logdir) if logdir else None

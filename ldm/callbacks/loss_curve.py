@@ -1,4 +1,5 @@
 """At the end of a run, draw the loss curve from the CSV log into `loss.png` (PIL only)."""
+
 from __future__ import annotations
 
 import csv
@@ -40,7 +41,10 @@ def draw_curve(points: list[tuple[int, float]], size: tuple[int, int] = (640, 36
         return 50 + (step - x0) / (x1 - x0) * (w - 70), 20 + (1 - (loss - lo) / span) * (h - 50)
 
     draw.line([xy(s, v) for s, v in points], fill=(180, 180, 180), width=1)
-    avg = [sum(losses[max(0, i - smooth + 1): i + 1]) / len(losses[max(0, i - smooth + 1): i + 1]) for i in range(len(losses))]
+    avg = [
+        sum(losses[max(0, i - smooth + 1) : i + 1]) / len(losses[max(0, i - smooth + 1) : i + 1])
+        for i in range(len(losses))
+    ]
     draw.line([xy(s, v) for s, v in zip(steps, avg)], fill=(30, 80, 200), width=2)
     draw.text((5, 5), f"loss {hi:.4f}", fill="black")
     draw.text((5, h - 25), f"{lo:.4f}", fill="black")

@@ -1,4 +1,5 @@
 """Small resumable `last.ckpt` (vectors, optimizer, scheduler, loop state) every N steps and at the end."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Create the run directory and store the merged configs (rank 0 only)."""
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,10 @@ class SetupCallback(pl.Callback):
             return
         for sub in ("checkpoints", "configs", "images/train"):
             (self.logdir / sub).mkdir(parents=True, exist_ok=True)
-        for name, cfg in (("project", self.config), ("lightning", OmegaConf.create({"lightning": self.lightning_config}))):
+        for name, cfg in (
+            ("project", self.config),
+            ("lightning", OmegaConf.create({"lightning": self.lightning_config})),
+        ):
             with atomic_path(self.logdir / "configs" / f"{self.now}-{name}.yaml") as tmp:
                 tmp.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
         log.info("run directory: %s", self.logdir)

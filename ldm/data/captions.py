@@ -6,11 +6,12 @@ taken from the image file name. With the default `filename_regex` (`DEFAULT_FILE
 letters of any script) digits, `_`, `-` and punctuation only separate words:
 "00012-a_photo-of cat.png" -> "a photo of cat".
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,7 +22,7 @@ NAME, FILEWORDS, SLOT = "[name]", "[filewords]", "{}"
 _MARKERS = re.compile(r"\{\}|\[name\]|\[filewords\]")
 
 
-def compile_filename_regex(regex: Optional[str]) -> Optional[re.Pattern]:
+def compile_filename_regex(regex: str | None) -> re.Pattern | None:
     """None -> the default pattern; "" -> no pattern (the whole stem, `_` read as a space)."""
     if regex == "":
         return None
@@ -29,11 +30,12 @@ def compile_filename_regex(regex: Optional[str]) -> Optional[re.Pattern]:
     try:
         return re.compile(regex)
     except re.error as exc:
-        raise ConfigError(f"filename_regex {regex!r} is not a valid regular expression ({exc}); "
-                          "fix the pattern") from None
+        raise ConfigError(
+            f"filename_regex {regex!r} is not a valid regular expression ({exc}); fix the pattern"
+        ) from None
 
 
-def filename_words(name: Union[str, Path], regex: Union[str, re.Pattern, None] = None, join: str = " ") -> str:
+def filename_words(name: str | Path, regex: str | re.Pattern | None = None, join: str = " ") -> str:
     """Words of a file name without its extension: all matches of `regex`, joined with `join`."""
     stem = Path(name).stem
     pattern = regex if isinstance(regex, re.Pattern) else compile_filename_regex(regex)
@@ -42,7 +44,7 @@ def filename_words(name: Union[str, Path], regex: Union[str, re.Pattern, None] =
     return join.join(m.group(0) for m in pattern.finditer(stem) if m.group(0))
 
 
-def read_sidecar(image_path: Union[str, Path]) -> Optional[str]:
+def read_sidecar(image_path: str | Path) -> str | None:
     """The caption in `<image stem>.txt` beside the image (whitespace collapsed), or None."""
     path = Path(image_path).with_suffix(".txt")
     if not path.is_file():
@@ -67,7 +69,7 @@ def process_tags(text: str, rng: np.random.Generator, shuffle: bool = False, dro
     return ", ".join(tags)
 
 
-def fill_template(template: str, placeholder: str, filewords: str = "", image_token: Optional[str] = None) -> str:
+def fill_template(template: str, placeholder: str, filewords: str = "", image_token: str | None = None) -> str:
     """Insert the placeholder (first `{}` and every `[name]`), the image token (second `{}`) and
     `[filewords]`; markers are replaced in the template's own text only, never inside inserted words."""
     slots = [placeholder, image_token or ""]
@@ -92,20 +94,26 @@ def validate_templates(templates: Iterable[str], source: str) -> list[str]:
         raise ConfigError(f"{source} has no templates; give at least one, e.g. 'a photo of a {{}}'")
     for t in result:
         if SLOT not in t and NAME not in t:
-            raise ConfigError(f"{source}: template {t!r} has no {{}} or [name] slot, so the placeholder "
-                              "would never be trained; add one")
+            raise ConfigError(
+                f"{source}: template {t!r} has no {{}} or [name] slot, so the placeholder "
+                "would never be trained; add one"
+            )
         if t.count(SLOT) > 2:
-            raise ConfigError(f"{source}: template {t!r} has {t.count(SLOT)} {{}} slots; use at most two "
-                              "(placeholder, per-image token)")
+            raise ConfigError(
+                f"{source}: template {t!r} has {t.count(SLOT)} {{}} slots; use at most two "
+                "(placeholder, per-image token)"
+            )
     return result
 
 
-def read_template_file(path: Union[str, Path]) -> list[str]:
+def read_template_file(path: str | Path) -> list[str]:
     """One template per non-empty line, using [name] and [filewords]."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"template_file {path}: no such file; pass a text file with one template per line "
-                          "using [name] and [filewords]")
+        raise ConfigError(
+            f"template_file {path}: no such file; pass a text file with one template per line "
+            "using [name] and [filewords]"
+        )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -119,5 +127,7 @@ def placeholder_in_templates(placeholder: str, templates: Sequence[str]) -> None
     word = re.compile(r"(?<!\w)" + re.escape(placeholder) + r"(?!\w)", re.IGNORECASE)
     for template in templates:
         if word.search(_MARKERS.sub(" ", template)):
-            raise ConfigError(f"placeholder {placeholder!r} is also a word of template {template!r}; "
-                              f"choose a placeholder that no template uses, e.g. '<{placeholder.strip('<>')}>'")
+            raise ConfigError(
+                f"placeholder {placeholder!r} is also a word of template {template!r}; "
+                f"choose a placeholder that no template uses, e.g. '<{placeholder.strip('<>')}>'"
+            )

@@ -5,10 +5,12 @@ a `StepBatchSampler` hands out global sample indices by batch number, so resumin
 running on several ranks, reads exactly the samples an uninterrupted single stream would.
 The data module's `seed` is the run's seed and is given to every dataset.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -22,17 +24,27 @@ log = logging.getLogger(__name__)
 
 
 class DataModuleFromConfig(pl.LightningDataModule):
-    def __init__(self, batch_size: int, train: Optional[Mapping[str, Any]] = None,
-                 validation: Optional[Mapping[str, Any]] = None, num_workers: Optional[int] = 0,
-                 wrap: bool = False, seed: int = 0, test: Optional[Mapping[str, Any]] = None,
-                 use_worker_init_fn: bool = False, shuffle_val_dataloader: bool = False,
-                 shuffle_test_loader: bool = False):
+    def __init__(
+        self,
+        batch_size: int,
+        train: Mapping[str, Any] | None = None,
+        validation: Mapping[str, Any] | None = None,
+        num_workers: int | None = 0,
+        wrap: bool = False,
+        seed: int = 0,
+        test: Mapping[str, Any] | None = None,
+        use_worker_init_fn: bool = False,
+        shuffle_val_dataloader: bool = False,
+        shuffle_test_loader: bool = False,
+    ):
         """`wrap`, `test`, `use_worker_init_fn` and the shuffle flags are accepted so the paper's
         configs load; they change nothing here (items are deterministic, validation is ordered)."""
         super().__init__()
         if train is None:
-            raise ConfigError("data.params.train is missing; give a {target, params} node, e.g. "
-                              "target: ldm.data.personalized.PersonalizedBase")
+            raise ConfigError(
+                "data.params.train is missing; give a {target, params} node, e.g. "
+                "target: ldm.data.personalized.PersonalizedBase"
+            )
         if int(batch_size) <= 0:
             raise ConfigError(f"data.params.batch_size must be a positive integer, got {batch_size}")
         if num_workers is not None and int(num_workers) < 0:
@@ -47,7 +59,7 @@ class DataModuleFromConfig(pl.LightningDataModule):
             log.debug("data.params: wrap/test/use_worker_init_fn/shuffle flags are accepted and ignored")
         self.datasets: dict[str, Dataset] = {}
         self.start_batch = 0
-        self._distributed: Optional[tuple[int, int]] = None
+        self._distributed: tuple[int, int] | None = None
 
     # ---- what the trainer sets before fit --------------------------------------------------------
     def set_start_batch(self, b: int) -> None:
@@ -82,7 +94,7 @@ class DataModuleFromConfig(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Nothing to download: the images are local."""
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         """Build each dataset once (decoding every image, so bad files fail before training starts)."""
         for name, config in self.dataset_configs.items():
             if config is None or name in self.datasets:
@@ -103,19 +115,24 @@ class DataModuleFromConfig(pl.LightningDataModule):
         return self._dataset("train")
 
     @property
-    def val_dataset(self) -> Optional[Dataset]:
+    def val_dataset(self) -> Dataset | None:
         return self._dataset("validation") if self.dataset_configs["validation"] is not None else None
 
     # ---- loaders --------------------------------------------------------------------------------
-    def train_batch_sampler(self, num_batches: Optional[int] = None) -> StepBatchSampler:
+    def train_batch_sampler(self, num_batches: int | None = None) -> StepBatchSampler:
         rank, world_size = self.distributed()
         return StepBatchSampler(self.batch_size, self.start_batch, rank, world_size, num_batches)
 
-    def train_dataloader(self, num_batches: Optional[int] = None) -> DataLoader:
+    def train_dataloader(self, num_batches: int | None = None) -> DataLoader:
         """Endless by default (the trainer stops at max_steps); `num_batches` bounds it (tests, tools)."""
         sampler = self.train_batch_sampler(num_batches)
-        log.info("training data: batch %d of rank %d/%d, batch size %d", sampler.start_batch, sampler.rank,
-                 sampler.world_size, sampler.batch_size)
+        log.info(
+            "training data: batch %d of rank %d/%d, batch size %d",
+            sampler.start_batch,
+            sampler.rank,
+            sampler.world_size,
+            sampler.batch_size,
+        )
         return DataLoader(self.train_dataset, batch_sampler=sampler, num_workers=self.num_workers)
 
     def _val_dataloader(self) -> DataLoader:

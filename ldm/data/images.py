@@ -1,10 +1,10 @@
 """Reading a folder of training images: EXIF orientation applied, RGB, transparency kept as a mask."""
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 from PIL import Image, ImageOps
 
@@ -19,27 +19,29 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 @dataclass(frozen=True)
 class TrainingImage:
     path: Path
-    rgb: Image.Image                # upright RGB; transparent pixels composited over white
-    alpha: Optional[Image.Image]    # "L" mask (255 = opaque) when the file has transparency, else None
-    caption: Optional[str]          # the sidecar `<stem>.txt` caption, if any
+    rgb: Image.Image  # upright RGB; transparent pixels composited over white
+    alpha: Image.Image | None  # "L" mask (255 = opaque) when the file has transparency, else None
+    caption: str | None  # the sidecar `<stem>.txt` caption, if any
 
 
-def list_image_files(root: Union[str, Path], what: str = "data_root") -> list[Path]:
+def list_image_files(root: str | Path, what: str = "data_root") -> list[Path]:
     """Image files directly in `root`, sorted by name; other files (.txt, .json, .DS_Store) are skipped."""
     root = Path(root)
     if not root.exists():
         raise ConfigError(f"{what} {root}: no such folder; pass the folder that holds your training images")
     if not root.is_dir():
         raise ConfigError(f"{what} {root} is a file, not a folder; pass the folder that holds your training images")
-    files = sorted(p for p in root.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(
+        p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
     if not files:
-        raise ConfigError(f"{what} {root} has no images ({', '.join(IMAGE_EXTENSIONS)}); put 3-5 pictures of "
-                          "the concept there")
+        raise ConfigError(
+            f"{what} {root} has no images ({', '.join(IMAGE_EXTENSIONS)}); put 3-5 pictures of the concept there"
+        )
     return files
 
 
-def load_image(path: Union[str, Path]) -> tuple[Image.Image, Optional[Image.Image]]:
+def load_image(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
     """Decode fully (a corrupt file fails here, naming it) -> (upright RGB, alpha mask or None)."""
     path = Path(path)
     try:
@@ -58,7 +60,7 @@ def load_image(path: Union[str, Path]) -> tuple[Image.Image, Optional[Image.Imag
     return Image.alpha_composite(background, rgba).convert("RGB"), alpha
 
 
-def load_training_images(root: Union[str, Path], what: str = "data_root") -> list[TrainingImage]:
+def load_training_images(root: str | Path, what: str = "data_root") -> list[TrainingImage]:
     """Every image of `root` decoded into memory (training sets are a handful of pictures)."""
     images = []
     for path in list_image_files(root, what):

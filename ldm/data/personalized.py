@@ -5,10 +5,12 @@ exceed len(): the trainer asks for global sample indices, so a resumed run conti
 Within each "epoch" of num_images consecutive samples every image appears exactly once.
 `PersonalizedBase` is the object dataset (the class name the paper's configs use).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
@@ -71,13 +73,28 @@ class PersonalizedBase(Dataset):
     default_templates: Sequence[str] = OBJECT_TEMPLATES
     dual_templates: Sequence[str] = OBJECT_DUAL_TEMPLATES
 
-    def __init__(self, data_root: Union[str, Sequence[str]], size: int = 512, repeats: int = 100,
-                 interpolation: str = "bicubic", flip_p: float = 0.5, set: str = "train",
-                 placeholder_token: Union[str, Sequence[str]] = "*", per_image_tokens: bool = False,
-                 center_crop: bool = False, mixing_prob: float = 0.25, coarse_class_text: Optional[str] = None,
-                 templates: Optional[Sequence[str]] = None, template_file: Optional[str] = None,
-                 filename_regex: Optional[str] = None, filename_join: str = " ", shuffle_tags: bool = False,
-                 tag_drop_out: float = 0.0, use_alpha_as_weight: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        data_root: str | Sequence[str],
+        size: int = 512,
+        repeats: int = 100,
+        interpolation: str = "bicubic",
+        flip_p: float = 0.5,
+        set: str = "train",
+        placeholder_token: str | Sequence[str] = "*",
+        per_image_tokens: bool = False,
+        center_crop: bool = False,
+        mixing_prob: float = 0.25,
+        coarse_class_text: str | None = None,
+        templates: Sequence[str] | None = None,
+        template_file: str | None = None,
+        filename_regex: str | None = None,
+        filename_join: str = " ",
+        shuffle_tags: bool = False,
+        tag_drop_out: float = 0.0,
+        use_alpha_as_weight: bool = False,
+        seed: int = 0,
+    ):
         size, repeats = _positive_int("size", size), _positive_int("repeats", repeats)
         if set not in TRAIN_SETS + EVAL_SETS:
             raise ConfigError(f"set {set!r} is unknown; use one of: {', '.join(TRAIN_SETS + EVAL_SETS)}")
@@ -95,8 +112,10 @@ class PersonalizedBase(Dataset):
         self.templates = self._choose_templates(templates, template_file)
         self.images, placeholders = self._load(data_root, placeholder_token)
         if self.per_image_tokens and self.num_images > len(PER_IMAGE_TOKENS):
-            raise ConfigError(f"per_image_tokens supports at most {len(PER_IMAGE_TOKENS)} images, the data has "
-                              f"{self.num_images}; turn per_image_tokens off or use fewer images")
+            raise ConfigError(
+                f"per_image_tokens supports at most {len(PER_IMAGE_TOKENS)} images, the data has "
+                f"{self.num_images}; turn per_image_tokens off or use fewer images"
+            )
         for placeholder in dict.fromkeys(placeholders):
             cap.placeholder_in_templates(placeholder, self.templates)
             if self.per_image_tokens:
@@ -107,7 +126,7 @@ class PersonalizedBase(Dataset):
         self._cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---- construction -------------------------------------------------------------------------
-    def _choose_templates(self, templates: Optional[Sequence[str]], template_file: Optional[str]) -> list[str]:
+    def _choose_templates(self, templates: Sequence[str] | None, template_file: str | None) -> list[str]:
         if templates is not None and template_file:
             raise ConfigError("pass either templates or template_file, not both")
         if template_file:
@@ -125,8 +144,9 @@ class PersonalizedBase(Dataset):
         if len(tokens) == 1:
             tokens = tokens * len(roots)
         if len(tokens) != len(roots):
-            raise ConfigError(f"{len(roots)} data_root folders but {len(tokens)} placeholder tokens; "
-                              "give one per folder")
+            raise ConfigError(
+                f"{len(roots)} data_root folders but {len(tokens)} placeholder tokens; give one per folder"
+            )
         images, placeholders = [], []
         for root, token in zip(roots, tokens):
             found = load_training_images(root)
@@ -206,8 +226,13 @@ class PersonalizedBase(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         plan = self.describe(k)
         image, weight = self.pixels(plan.image_index, plan.flip)
-        item = {"image": image.clone(), "caption": plan.caption, "image_index": plan.image_index,
-                "flip": plan.flip, "k": plan.k}
+        item = {
+            "image": image.clone(),
+            "caption": plan.caption,
+            "image_index": plan.image_index,
+            "flip": plan.flip,
+            "k": plan.k,
+        }
         if self.use_alpha_as_weight:
             item["weight"] = weight.clone()  # ones for opaque images, so batches still collate
         return item

@@ -1,7 +1,8 @@
 """The style dataset: the same sampling as the object dataset, captioned "a painting in the style of *"."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ldm.data.personalized import PersonalizedBase as _ObjectBase
 from ldm.data.templates import STYLE_DUAL_TEMPLATES, STYLE_TEMPLATES

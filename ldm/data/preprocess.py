@@ -5,13 +5,14 @@ detail is), "none" (no crop: the shorter side is scaled to `size`, the aspect ra
 Images much longer than wide (aspect > `split_aspect`) can instead be cut into overlapping square tiles.
 Every input is decoded and checked before the first file is written, so bad input writes nothing.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -25,7 +26,7 @@ from ldm.fileio import atomic_path, save_png
 log = logging.getLogger(__name__)
 
 CROPS = ("center", "focus", "none")
-_FOCUS_SIDE = 256      # edge energy is measured on a copy this large (longer side)
+_FOCUS_SIDE = 256  # edge energy is measured on a copy this large (longer side)
 _MIN_TILE_OVERLAP = 0.2
 
 
@@ -38,7 +39,7 @@ class PreprocessOptions:
     split_aspect: float = 1.5
     caption_from_filename: bool = False
     min_size: int = 0
-    filename_regex: Optional[str] = None
+    filename_regex: str | None = None
 
     def validate(self) -> None:
         if int(self.size) <= 0:
@@ -56,8 +57,9 @@ def edge_energy(image: Image.Image) -> np.ndarray:
     small = image.convert("L")
     scale = min(1.0, _FOCUS_SIDE / max(small.size))
     if scale < 1.0:
-        small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))),
-                             Image.Resampling.BILINEAR)
+        small = small.resize(
+            (max(1, round(small.width * scale)), max(1, round(small.height * scale))), Image.Resampling.BILINEAR
+        )
     a = np.asarray(small, dtype=np.float32)
     gx = np.zeros_like(a)
     gy = np.zeros_like(a)
@@ -125,7 +127,7 @@ def _outputs(stem: str, crops: list[Image.Image], flip: bool) -> Iterator[tuple[
             yield f"{name}-flipped", ImageOps.mirror(crop)
 
 
-def preprocess_folder(src: Union[str, Path], dst: Union[str, Path], options: PreprocessOptions) -> list[Path]:
+def preprocess_folder(src: str | Path, dst: str | Path, options: PreprocessOptions) -> list[Path]:
     """Write the square training images of `src` into `dst` as PNG (+ .txt captions); returns the PNGs."""
     options.validate()
     src, dst = Path(src), Path(dst)
@@ -148,8 +150,8 @@ def preprocess_folder(src: Union[str, Path], dst: Union[str, Path], options: Pre
         caption = read_sidecar(path)
         if caption is None and options.caption_from_filename:
             caption = filename_words(path, options.filename_regex)
-        for name, image in _outputs(_unique_stem(path.stem, taken), crops_of(image, options), options.flip):
-            written.append(save_png(image, dst / f"{name}.png"))
+        for name, out in _outputs(_unique_stem(path.stem, taken), crops_of(image, options), options.flip):
+            written.append(save_png(out, dst / f"{name}.png"))
             if caption is not None:
                 with atomic_path(dst / f"{name}.txt") as tmp:
                     tmp.write_text(caption + "\n", encoding="utf-8")

@@ -1,5 +1,6 @@
 """Randomness of one training sample as a pure function of (seed, k): resuming at sample k sees what
 the uninterrupted run saw, in any worker process, with no global RNG state."""
+
 from __future__ import annotations
 
 from functools import lru_cache

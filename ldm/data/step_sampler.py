@@ -1,8 +1,9 @@
 """Batches of global sample indices by step number: resumable, and split across DDP ranks without a
 DistributedSampler. Batch b of rank r holds samples (b * world_size + r) * batch_size + j."""
+
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from torch.utils.data import Sampler
 
@@ -22,8 +23,14 @@ class StepBatchSampler(Sampler[list[int]]):
     loader: the run is bounded by max_steps and never restarts the stream at an epoch boundary.
     """
 
-    def __init__(self, batch_size: int, start_batch: int = 0, rank: int = 0, world_size: int = 1,
-                 num_batches: Optional[int] = None):
+    def __init__(
+        self,
+        batch_size: int,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_batches: int | None = None,
+    ):
         if int(batch_size) <= 0:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
         if int(world_size) <= 0 or not 0 <= int(rank) < int(world_size):

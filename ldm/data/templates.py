@@ -4,6 +4,7 @@ Object templates are short CLIP-style photo captions, style templates describe a
 of" the placeholder. Dual templates add a per-image token so that image-specific detail can go into that
 token instead of the shared placeholder (the paper's `per_image_tokens` option).
 """
+
 from __future__ import annotations
 
 OBJECT_TEMPLATES: list[str] = [

@@ -3,12 +3,12 @@
 Every attribute word is a single CLIP token inside a caption, so learning a concept can be measured
 per token; every sample is a pure function of (seed, k), so runs are reproducible in any worker.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ SIZE_RANGE = (0.55, 0.85)  # shape extent as a fraction of the image side: 4-7 l
 # A stream number of our own, apart from the training streams in sample_rng.
 TOY_STREAM = 101
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,18 @@ class ToyScene:
         return template.format(shape=shape, colour=self.colour, background=self.background)
 
     def labels(self) -> dict[str, int]:
-        return {"shape": SHAPES.index(self.shape), "colour": COLOUR_NAMES.index(self.colour),
-                "background": COLOUR_NAMES.index(self.background)}
+        return {
+            "shape": SHAPES.index(self.shape),
+            "colour": COLOUR_NAMES.index(self.colour),
+            "background": COLOUR_NAMES.index(self.background),
+        }
 
 
 def _regular_polygon(cx: float, cy: float, r: float, n: int, phase: float) -> list[tuple[float, float]]:
-    return [(cx + r * math.cos(phase + 2 * math.pi * i / n), cy + r * math.sin(phase + 2 * math.pi * i / n))
-            for i in range(n)]
+    return [
+        (cx + r * math.cos(phase + 2 * math.pi * i / n), cy + r * math.sin(phase + 2 * math.pi * i / n))
+        for i in range(n)
+    ]
 
 
 def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -106,8 +111,15 @@ def _heart(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return pts
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
-                fill: tuple[int, int, int], hole: tuple[int, int, int]) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    fill: tuple[int, int, int],
+    hole: tuple[int, int, int],
+) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     elif shape == "ring":
@@ -133,8 +145,9 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
 
 
-def render(shape: str, colour: str, background: str, size: int = 64,
-           rng: Optional[np.random.Generator] = None) -> Image.Image:
+def render(
+    shape: str, colour: str, background: str, size: int = 64, rng: np.random.Generator | None = None
+) -> Image.Image:
     """One `shape` in `colour` on a `background`-coloured square image, size and position jittered."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
@@ -175,9 +188,15 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
 class ToyWorldDataset(torch.utils.data.Dataset):
     """Item k is a pure function of (seed, k): no state, identical in every worker and on resume."""
 
-    def __init__(self, size: int = 64, length: int = 100000, seed: int = 0,
-                 templates: tuple[str, ...] = CAPTION_TEMPLATES, plain_p: float = 0.0,
-                 generic_p: float = 0.0) -> None:
+    def __init__(
+        self,
+        size: int = 64,
+        length: int = 100000,
+        seed: int = 0,
+        templates: tuple[str, ...] = CAPTION_TEMPLATES,
+        plain_p: float = 0.0,
+        generic_p: float = 0.0,
+    ) -> None:
         if length <= 0:
             raise ValueError(f"length must be positive, got {length}")
         for name, p in (("plain_p", plain_p), ("generic_p", generic_p)):
@@ -211,8 +230,9 @@ class ToyWorldDataset(torch.utils.data.Dataset):
         return {"image": image_to_tensor(img), "caption": caption, **scene.labels()}
 
 
-def render_concept_images(shape: str, colour: str, n: int, folder: PathLike, seed: int = 0,
-                          size: int = 512) -> list[Path]:
+def render_concept_images(
+    shape: str, colour: str, n: int, folder: PathLike, seed: int = 0, size: int = 512
+) -> list[Path]:
     """Write n PNGs of one (shape, colour) concept on varied backgrounds, e.g. for training_data/toy-*/."""
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")

@@ -1,7 +1,6 @@
 """Square crops and resizes shared by the datasets and the preprocessing tool."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -44,8 +43,8 @@ def image_tensor(image: Image.Image) -> torch.Tensor:
     return pil_to_tensor(image)[0].contiguous()
 
 
-def mask_tensor(mask: Optional[Image.Image], size: int) -> torch.Tensor:
-    """"L" mask -> FloatTensor [1, H, W] in [0, 1]; None -> ones (fully weighted)."""
+def mask_tensor(mask: Image.Image | None, size: int) -> torch.Tensor:
+    """ "L" mask -> FloatTensor [1, H, W] in [0, 1]; None -> ones (fully weighted)."""
     if mask is None:
         return torch.ones(1, size, size)
     return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None].contiguous()

@@ -11,6 +11,7 @@ only one). Tensors are written as plain contiguous float32 CPU tensors (never `n
 `torch.load(weights_only=True)` reads our pickles without an allow-list. A single-term paper file keys its
 vector by "*" as A1111 does: diffusers' loader reads only that key (its token comes from "name").
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,22 +19,32 @@ import functools
 import logging
 import re
 import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from PIL import Image
 
 from ldm.embeddings import png
-from ldm.embeddings.loaded import (A1111_PNG, DIFFUSERS, EMB_PARAMS, FORMATS, PAPER, EmbeddingFileError,
-                                   LoadedEmbedding, as_vectors, check_same_width)
+from ldm.embeddings.loaded import (
+    A1111_PNG,
+    DIFFUSERS,
+    EMB_PARAMS,
+    FORMATS,
+    PAPER,
+    EmbeddingFileError,
+    LoadedEmbedding,
+    as_vectors,
+    check_same_width,
+)
 from ldm.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from ldm.fileio import atomic_path
 from ldm.safe_load import read_safetensors, safe_torch_load
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 PICKLE_SUFFIXES = (".pt", ".ckpt", ".pth", ".bin")
 DEFAULT_TOKEN = "*"
 DEFAULT_TOKEN_ID = 265  # the CLIP id of "*", what the paper and A1111 write in string_to_token
@@ -65,7 +76,7 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def _int_or_none(value: Any) -> Optional[int]:
+def _int_or_none(value: Any) -> int | None:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     try:
@@ -74,7 +85,7 @@ def _int_or_none(value: Any) -> Optional[int]:
         return None
 
 
-def _str_or_none(value: Any) -> Optional[str]:
+def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
@@ -87,41 +98,66 @@ def _paper_terms(obj: Mapping, path: Path, fmt: str) -> list[LoadedEmbedding]:
     step = _int_or_none(obj.get("step"))
     checkpoint = _str_or_none(obj.get("sd_checkpoint_name")) or _str_or_none(obj.get("sd_checkpoint"))
     single = len(params) == 1
-    return [LoadedEmbedding(name=name if single else str(key), vectors=as_vectors(value, str(path), str(key)),
-                            token=str(key), step=step, checkpoint=checkpoint, source=path, format=fmt)
-            for key, value in params.items()]
+    return [
+        LoadedEmbedding(
+            name=name if single else str(key),
+            vectors=as_vectors(value, str(path), str(key)),
+            token=str(key),
+            step=step,
+            checkpoint=checkpoint,
+            source=path,
+            format=fmt,
+        )
+        for key, value in params.items()
+    ]
 
 
-def _terms_from_object(obj: Any, path: Path, metadata: Mapping[str, str], fmt: Optional[str] = None) -> list:
+def _terms_from_object(obj: Any, path: Path, metadata: Mapping[str, str], fmt: str | None = None) -> list:
     if isinstance(obj, torch.Tensor):  # a bare tensor, as some tools save: one term named by the file
         return [LoadedEmbedding(path.stem, as_vectors(obj, str(path), path.stem), source=path, format=DIFFUSERS)]
     if not isinstance(obj, Mapping) or not obj:
-        raise EmbeddingFileError(f"{path} holds a {type(obj).__name__}, not an embedding dict; "
-                                 "pass a textual-inversion .pt/.bin/.safetensors/.png file")
+        raise EmbeddingFileError(
+            f"{path} holds a {type(obj).__name__}, not an embedding dict; "
+            "pass a textual-inversion .pt/.bin/.safetensors/.png file"
+        )
     if "string_to_param" in obj:
         return _paper_terms(obj, path, fmt or PAPER)
-    flat = {k[len("string_to_param."):]: v for k, v in obj.items() if str(k).startswith("string_to_param.")}
+    flat = {k[len("string_to_param.") :]: v for k, v in obj.items() if str(k).startswith("string_to_param.")}
     if flat:  # a paper dict flattened into safetensors keys by some converters
         return _paper_terms({**metadata, "string_to_param": flat}, path, fmt or PAPER)
     if "emb_params" in obj:
-        return [LoadedEmbedding(path.stem, as_vectors(obj["emb_params"], str(path), "emb_params"),
-                                step=_int_or_none(metadata.get("step")),
-                                checkpoint=_str_or_none(metadata.get("sd_checkpoint_name")),
-                                source=path, format=EMB_PARAMS)]
+        return [
+            LoadedEmbedding(
+                path.stem,
+                as_vectors(obj["emb_params"], str(path), "emb_params"),
+                step=_int_or_none(metadata.get("step")),
+                checkpoint=_str_or_none(metadata.get("sd_checkpoint_name")),
+                source=path,
+                format=EMB_PARAMS,
+            )
+        ]
     if "clip_l" in obj and "clip_g" in obj:
-        raise EmbeddingFileError(f"{path} is an SDXL embedding (clip_l + clip_g); this project runs SD v1 "
-                                 "models, use an embedding trained for SD 1.x")
+        raise EmbeddingFileError(
+            f"{path} is an SDXL embedding (clip_l + clip_g); this project runs SD v1 "
+            "models, use an embedding trained for SD 1.x"
+        )
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return [LoadedEmbedding(str(k), as_vectors(v, str(path), str(k)), token=str(k), source=path,
-                                format=DIFFUSERS) for k, v in obj.items()]
+        return [
+            LoadedEmbedding(str(k), as_vectors(v, str(path), str(k)), token=str(k), source=path, format=DIFFUSERS)
+            for k, v in obj.items()
+        ]
     keys = ", ".join(repr(k) for k in list(obj)[:5])
-    raise EmbeddingFileError(f"{path} has keys {keys} but no embedding vectors; pass a textual-inversion "
-                             "file (paper/A1111 .pt, emb_params or diffusers .safetensors/.bin, A1111 .png)")
+    raise EmbeddingFileError(
+        f"{path} has keys {keys} but no embedding vectors; pass a textual-inversion "
+        "file (paper/A1111 .pt, emb_params or diffusers .safetensors/.bin, A1111 .png)"
+    )
 
 
 def _unreadable(path: Path, reason: str) -> EmbeddingFileError:
-    return EmbeddingFileError(f"{path} is not a readable embedding file ({reason}); "
-                              "pass a .pt/.bin/.safetensors/.png textual-inversion embedding")
+    return EmbeddingFileError(
+        f"{path} is not a readable embedding file ({reason}); "
+        "pass a .pt/.bin/.safetensors/.png textual-inversion embedding"
+    )
 
 
 def read_embedding_file(path: PathLike) -> list[LoadedEmbedding]:
@@ -152,29 +188,37 @@ def read_embedding_file(path: PathLike) -> list[LoadedEmbedding]:
 
 
 # -- writing --------------------------------------------------------------------------------------------
-def _choose_format(path: Path, format: Optional[str], count: int) -> str:
+def _choose_format(path: Path, format: str | None, count: int) -> str:
     suffix = path.suffix.lower()
     if format is None:
         if suffix == ".safetensors":
             return EMB_PARAMS if count == 1 else DIFFUSERS
         by_suffix = {".png": A1111_PNG, ".bin": DIFFUSERS, **{s: PAPER for s in (".pt", ".ckpt", ".pth")}}
         if suffix not in by_suffix:
-            raise ConfigError(f"embedding path {path} has suffix {suffix!r}; use .pt, .safetensors, .bin or .png, "
-                              f"or pass format= one of {', '.join(FORMATS)}")
+            raise ConfigError(
+                f"embedding path {path} has suffix {suffix!r}; use .pt, .safetensors, .bin or .png, "
+                f"or pass format= one of {', '.join(FORMATS)}"
+            )
         return by_suffix[suffix]
     if format not in FORMATS:
         raise ConfigError(f"embedding format {format!r} is unknown; choose one of {', '.join(FORMATS)}")
-    allowed = {PAPER: PICKLE_SUFFIXES, EMB_PARAMS: (".safetensors",), A1111_PNG: (".png",),
-               DIFFUSERS: PICKLE_SUFFIXES + (".safetensors",)}[format]
+    allowed = {
+        PAPER: PICKLE_SUFFIXES,
+        EMB_PARAMS: (".safetensors",),
+        A1111_PNG: (".png",),
+        DIFFUSERS: PICKLE_SUFFIXES + (".safetensors",),
+    }[format]
     if suffix not in allowed:
         raise ConfigError(f"embedding path {path}: format {format!r} needs a {'/'.join(allowed)} file name")
     if format == EMB_PARAMS and count != 1:
-        raise ConfigError(f"embedding path {path}: emb_params holds one term, got {count}; "
-                          "write one file per term or use format='diffusers'")
+        raise ConfigError(
+            f"embedding path {path}: emb_params holds one term, got {count}; "
+            "write one file per term or use format='diffusers'"
+        )
     return format
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _first_token_id(text: str) -> int:
     from ldm.modules.encoders.tokenizer import load_tokenizer
 
@@ -189,13 +233,13 @@ def _plain(vectors: torch.Tensor) -> torch.Tensor:
 def _unique_keys(keys: list[str], path: Path) -> list[str]:
     seen = [k for i, k in enumerate(keys) if k in keys[:i]]
     if seen:
-        raise ConfigError(f"embedding path {path}: two terms would share the key {seen[0]!r}; "
-                          "give each term its own token/name")
+        raise ConfigError(
+            f"embedding path {path}: two terms would share the key {seen[0]!r}; give each term its own token/name"
+        )
     return keys
 
 
-def paper_dict(terms: Sequence[LoadedEmbedding], path: Path,
-               token_ids: Optional[Mapping[str, int]] = None) -> dict:
+def paper_dict(terms: Sequence[LoadedEmbedding], path: Path, token_ids: Mapping[str, int] | None = None) -> dict:
     """The paper / A1111 dict for `terms` (also the payload of the PNG format)."""
     if len(terms) == 1:
         keys = [DEFAULT_TOKEN]
@@ -204,8 +248,10 @@ def paper_dict(terms: Sequence[LoadedEmbedding], path: Path,
     ids = dict(token_ids or {})
     first = terms[0]
     return {
-        "string_to_token": {k: int(ids[k]) if k in ids else
-                            (DEFAULT_TOKEN_ID if k == DEFAULT_TOKEN else _first_token_id(k)) for k in keys},
+        "string_to_token": {
+            k: int(ids[k]) if k in ids else (DEFAULT_TOKEN_ID if k == DEFAULT_TOKEN else _first_token_id(k))
+            for k in keys
+        },
         "string_to_param": {k: _plain(t.vectors) for k, t in zip(keys, terms)},
         "name": first.name if len(terms) == 1 else path.stem,
         "step": first.step,
@@ -229,9 +275,13 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[s
             torch.save(tensors, tmp)
 
 
-def write_embedding_file(path: PathLike, embeddings: Union[LoadedEmbedding, Sequence[LoadedEmbedding]],
-                         format: Optional[str] = None, token_ids: Optional[Mapping[str, int]] = None,
-                         preview: Optional[Image.Image] = None) -> Path:
+def write_embedding_file(
+    path: PathLike,
+    embeddings: LoadedEmbedding | Sequence[LoadedEmbedding],
+    format: str | None = None,
+    token_ids: Mapping[str, int] | None = None,
+    preview: Image.Image | None = None,
+) -> Path:
     """Write `embeddings` atomically; `format` defaults from the suffix (see the module docstring).
     `token_ids` overrides the ids written in a paper file's string_to_token; `preview` is the PNG image."""
     path = Path(path).expanduser()

@@ -17,13 +17,14 @@ folder term whose name is taken (by an explicit term, or an earlier file in name
 `refresh()` compares the folder's (file name, mtime, size) listing and re-reads only changed files.
 Only the folder's top level is scanned; hidden files and A1111 `*.preview.png` images are ignored.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
-from typing import Optional, Sequence, Union
 
 from ldm.embeddings.formats import read_embedding_file
 from ldm.embeddings.loaded import EmbeddingFileError, LoadedEmbedding
@@ -31,12 +32,12 @@ from ldm.errors import ConfigError, LdmUserError
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 SUFFIXES = (".pt", ".safetensors", ".bin", ".png", ".pth", ".ckpt")
 STAR = "*"
 
 
-def _readable(text: Optional[str]) -> bool:
+def _readable(text: str | None) -> bool:
     return bool(text) and any(ch.isalnum() for ch in text)
 
 
@@ -56,13 +57,13 @@ class _Source:
     label: str  # shown in messages: the path as found, or "memory"
     terms: list[tuple[str, LoadedEmbedding]] = field(default_factory=list)
     stamp: tuple[int, int] = (0, 0)  # (mtime_ns, size) when read
-    resolved: Optional[Path] = None
+    resolved: Path | None = None
 
 
 class EmbeddingLibrary:
     """Named terms for prompts. `dim` is the text encoder's width (768 for SD v1)."""
 
-    def __init__(self, dim: int, paths: Sequence[PathLike] = (), directory: Optional[PathLike] = None):
+    def __init__(self, dim: int, paths: Sequence[PathLike] = (), directory: PathLike | None = None):
         self.dim = int(dim)
         self.directory = Path(directory).expanduser() if directory is not None else None
         if self.directory is not None and self.directory.exists() and not self.directory.is_dir():
@@ -70,9 +71,9 @@ class EmbeddingLibrary:
         self._explicit: dict[str, _Source] = {}  # key: resolved path or "memory:<name>", in load order
         self._scanned: dict[str, _Source] = {}  # key: file name in the folder
         self._skipped: dict[str, str] = {}  # folder file name -> why it was skipped
-        self._listing: Optional[tuple] = None
+        self._listing: tuple | None = None
         self._index: dict[str, tuple[str, LoadedEmbedding, str]] = {}  # lower name -> (name, term, label)
-        self._star: Optional[tuple[str, LoadedEmbedding, str]] = None
+        self._star: tuple[str, LoadedEmbedding, str] | None = None
         self.version = 0  # bumped whenever the set of terms changes (prompt encoders cache on it)
         for path in paths:
             self.load(path)
@@ -85,7 +86,8 @@ class EmbeddingLibrary:
         if wrong:
             raise EmbeddingFileError(
                 f"{path}: term {wrong[0].name!r} is {wrong[0].dim} wide but this model's text encoder takes "
-                f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model")
+                f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model"
+            )
         return [(prompt_name(t), t) for t in terms]
 
     def _claim(self, key: str, source: _Source) -> None:
@@ -96,8 +98,10 @@ class EmbeddingLibrary:
             taken = {n.lower() for n, _ in other.terms}
             clash = next((n for n, _ in source.terms if n.lower() in taken), None)
             if clash is not None:
-                raise EmbeddingFileError(f"{source.label}: embedding name {clash!r} is already used by "
-                                         f"{other.label}; load only one of them or rename one")
+                raise EmbeddingFileError(
+                    f"{source.label}: embedding name {clash!r} is already used by "
+                    f"{other.label}; load only one of them or rename one"
+                )
         self._explicit[key] = source
         self._rebuild()
 
@@ -112,11 +116,13 @@ class EmbeddingLibrary:
         log.info("loaded embedding(s) %s from %s", ", ".join(names), path)
         return names
 
-    def add(self, term: LoadedEmbedding, name: Optional[str] = None) -> str:
+    def add(self, term: LoadedEmbedding, name: str | None = None) -> str:
         """Add an in-memory term (e.g. from EmbeddingManager.to_embeddings()); returns its prompt name."""
         if term.dim != self.dim:
-            raise EmbeddingFileError(f"embedding {term.name!r} is {term.dim} wide but this model's text encoder "
-                                     f"takes {self.dim}; use an embedding trained for this model")
+            raise EmbeddingFileError(
+                f"embedding {term.name!r} is {term.dim} wide but this model's text encoder "
+                f"takes {self.dim}; use an embedding trained for this model"
+            )
         name = name or prompt_name(term)
         self._claim(f"memory:{name.lower()}", _Source("memory", [(name, term)]))
         return name
@@ -124,20 +130,31 @@ class EmbeddingLibrary:
     def load_by_name(self, name: str) -> list[str]:
         """Load `<directory>/<name>.<ext>` (or `<directory>/<name>` when it has a suffix already)."""
         if self.directory is None:
-            raise ConfigError(f"cannot load embedding {name!r} by name: no embeddings directory is set; "
-                              "pass the file's path instead")
-        if (not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
-                or Path(name).is_absolute() or PureWindowsPath(name).anchor):
-            raise EmbeddingFileError(f"embedding name {name!r} is not a plain file name inside {self.directory}; "
-                                     "give just the name, e.g. 'mycat'")
+            raise ConfigError(
+                f"cannot load embedding {name!r} by name: no embeddings directory is set; pass the file's path instead"
+            )
+        if (
+            not name
+            or name in (".", "..")
+            or "/" in name
+            or "\\" in name
+            or "\x00" in name
+            or Path(name).is_absolute()
+            or PureWindowsPath(name).anchor
+        ):
+            raise EmbeddingFileError(
+                f"embedding name {name!r} is not a plain file name inside {self.directory}; "
+                "give just the name, e.g. 'mycat'"
+            )
         tried = [name] if Path(name).suffix.lower() in SUFFIXES else []
         tried += [name + suffix for suffix in SUFFIXES]
         for candidate in tried:
             path = self.directory / candidate
             if path.is_file():
                 return self.load(path)
-        raise EmbeddingFileError(f"no embedding {name!r} in {self.directory} (tried {', '.join(tried)}); "
-                                 "put the file there or pass its path")
+        raise EmbeddingFileError(
+            f"no embedding {name!r} in {self.directory} (tried {', '.join(tried)}); put the file there or pass its path"
+        )
 
     # -- the folder -----------------------------------------------------------------------------------
     def _list_directory(self) -> tuple[tuple[str, int, int], ...]:
@@ -195,20 +212,25 @@ class EmbeddingLibrary:
         for source in self._explicit.values():
             for name, term in source.terms:
                 index[name.lower()] = (name, term, source.label)
-        for filename, source in sorted(self._scanned.items()):
+        for _filename, source in sorted(self._scanned.items()):
             if source.resolved in explicit_paths:
                 continue  # the same file was loaded explicitly
             for name, term in source.terms:
                 if name.lower() in index:
-                    log.warning("skipped embedding %r in %s: the name is already used by %s; rename the file",
-                                name, source.label, index[name.lower()][2])
+                    log.warning(
+                        "skipped embedding %r in %s: the name is already used by %s; rename the file",
+                        name,
+                        source.label,
+                        index[name.lower()][2],
+                    )
                     continue
                 index[name.lower()] = (name, term, source.label)
-        stars = [(n, t, s.label) for s in self._explicit.values() for n, t in s.terms
-                 if t.token == STAR and n != STAR]
+        stars = [(n, t, s.label) for s in self._explicit.values() for n, t in s.terms if t.token == STAR and n != STAR]
         if len(stars) > 1:
-            log.warning("'*' is ambiguous: %s all use it; write their names in prompts instead",
-                        ", ".join(f"{n!r} ({label})" for n, _, label in stars))
+            log.warning(
+                "'*' is ambiguous: %s all use it; write their names in prompts instead",
+                ", ".join(f"{n!r} ({label})" for n, _, label in stars),
+            )
         self._star = stars[0] if len(stars) == 1 else None
         self._index = index
         self.version += 1
@@ -225,7 +247,7 @@ class EmbeddingLibrary:
             out[STAR] = self._star[1]
         return out
 
-    def _lookup(self, name: str) -> Optional[tuple[str, LoadedEmbedding, str]]:
+    def _lookup(self, name: str) -> tuple[str, LoadedEmbedding, str] | None:
         if name == STAR and self._star is not None:
             return self._star
         return self._index.get(name.lower())

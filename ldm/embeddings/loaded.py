@@ -1,19 +1,20 @@
 """The neutral in-memory form of one learned term, whatever file format it came from or goes to."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from ldm.errors import CheckpointError
 
 # The four formats of DESIGN.md "Embedding files"; LoadedEmbedding.format holds one of these.
-PAPER = "paper"            # paper / InvokeAI / A1111 .pt: {"string_to_token", "string_to_param", "name", ...}
+PAPER = "paper"  # paper / InvokeAI / A1111 .pt: {"string_to_token", "string_to_param", "name", ...}
 EMB_PARAMS = "emb_params"  # A1111 / kohya .safetensors: {"emb_params": [n, dim]} + string metadata
-DIFFUSERS = "diffusers"    # learned_embeds.{bin,safetensors}: {"<token>": [dim] or [n, dim]}
-A1111_PNG = "a1111-png"    # PNG with a tEXt chunk "sd-ti-embedding" = base64(JSON of the paper dict)
+DIFFUSERS = "diffusers"  # learned_embeds.{bin,safetensors}: {"<token>": [dim] or [n, dim]}
+A1111_PNG = "a1111-png"  # PNG with a tEXt chunk "sd-ti-embedding" = base64(JSON of the paper dict)
 FORMATS = (PAPER, EMB_PARAMS, DIFFUSERS, A1111_PNG)
 
 
@@ -28,10 +29,10 @@ class LoadedEmbedding:
 
     name: str
     vectors: torch.Tensor
-    token: Optional[str] = None
-    step: Optional[int] = None
-    checkpoint: Optional[str] = None
-    source: Optional[Path] = None
+    token: str | None = None
+    step: int | None = None
+    checkpoint: str | None = None
+    source: Path | None = None
     format: str = PAPER
 
     @property
@@ -46,15 +47,17 @@ class LoadedEmbedding:
 def as_vectors(value: Any, where: str, key: str) -> torch.Tensor:
     """A tensor from a file -> [n, dim] float32 contiguous CPU copy; one-line error naming the file if not."""
     if not isinstance(value, torch.Tensor):
-        raise EmbeddingFileError(f"{where}: entry {key!r} is a {type(value).__name__}, not a tensor; "
-                                 "is it an embedding file?")
+        raise EmbeddingFileError(
+            f"{where}: entry {key!r} is a {type(value).__name__}, not a tensor; is it an embedding file?"
+        )
     if not value.is_floating_point():
         raise EmbeddingFileError(f"{where}: entry {key!r} has dtype {value.dtype}, embeddings are float vectors")
     if value.dim() == 1:  # diffusers stores a single vector as [dim]
         value = value[None]
     if value.dim() != 2:
-        raise EmbeddingFileError(f"{where}: entry {key!r} has shape {tuple(value.shape)}; an embedding is "
-                                 "[dim] or [n_vectors, dim]")
+        raise EmbeddingFileError(
+            f"{where}: entry {key!r} has shape {tuple(value.shape)}; an embedding is [dim] or [n_vectors, dim]"
+        )
     if value.shape[0] == 0 or value.shape[1] == 0:
         raise EmbeddingFileError(f"{where}: entry {key!r} has shape {tuple(value.shape)}, which holds no vectors")
     # float16/bfloat16 -> float32 is exact; detach drops a Parameter's autograd identity.
@@ -65,5 +68,6 @@ def check_same_width(terms: list[LoadedEmbedding], where: str) -> None:
     widths = sorted({t.dim for t in terms})
     if len(widths) > 1:
         detail = ", ".join(f"{t.name!r}: {t.dim}" for t in terms)
-        raise EmbeddingFileError(f"{where}: its terms have different widths ({detail}); "
-                                 "one file must hold embeddings for one text encoder")
+        raise EmbeddingFileError(
+            f"{where}: its terms have different widths ({detail}); one file must hold embeddings for one text encoder"
+        )

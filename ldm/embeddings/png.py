@@ -4,6 +4,7 @@ in a tEXt chunk named `sd-ti-embedding`. Only the text chunk is supported, not d
 Float32 values survive exactly: a float32 widened to a Python float is written by `json` with the shortest
 repr that parses back to the same double, and narrowing that double to float32 is exact.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,7 +13,7 @@ import json
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
@@ -24,7 +25,7 @@ CHUNK_KEY = "sd-ti-embedding"
 TENSOR_KEY = "TORCHTENSOR"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def _to_json_tree(value: Any) -> Any:
@@ -59,15 +60,17 @@ def decode_payload(text: str, where: str) -> dict:
         raw = base64.b64decode(text.strip(), validate=False)
         data = json.loads(raw.decode("utf-8"))
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EmbeddingFileError(f"{where}: its {CHUNK_KEY} chunk is not base64 JSON ({exc}); "
-                                 "re-export the embedding image") from None
+        raise EmbeddingFileError(
+            f"{where}: its {CHUNK_KEY} chunk is not base64 JSON ({exc}); re-export the embedding image"
+        ) from None
     if not isinstance(data, dict):
         raise EmbeddingFileError(f"{where}: its {CHUNK_KEY} chunk holds a {type(data).__name__}, not a dict")
     try:
         return _from_json_tree(data)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise EmbeddingFileError(f"{where}: a {TENSOR_KEY} entry is not a rectangular list of numbers "
-                                 f"({exc})") from None
+        raise EmbeddingFileError(
+            f"{where}: a {TENSOR_KEY} entry is not a rectangular list of numbers ({exc})"
+        ) from None
 
 
 def _png_text_chunks(blob: bytes, where: str) -> dict[str, str]:
@@ -77,8 +80,8 @@ def _png_text_chunks(blob: bytes, where: str) -> dict[str, str]:
     texts: dict[str, str] = {}
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(blob):
-        length, kind = struct.unpack(">I4s", blob[pos:pos + 8])
-        body = blob[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", blob[pos : pos + 8])
+        body = blob[pos + 8 : pos + 8 + length]
         pos += 12 + length  # length, type, data, CRC
         if kind == b"IEND":
             break
@@ -104,8 +107,10 @@ def read_png_payload(path: PathLike) -> dict:
     path = Path(path)
     texts = _png_text_chunks(path.read_bytes(), str(path))
     if CHUNK_KEY not in texts:
-        raise EmbeddingFileError(f"{path} has no '{CHUNK_KEY}' text chunk, so it is not an embedding image "
-                                 "(embeddings hidden in the pixels are not supported)")
+        raise EmbeddingFileError(
+            f"{path} has no '{CHUNK_KEY}' text chunk, so it is not an embedding image "
+            "(embeddings hidden in the pixels are not supported)"
+        )
     return decode_payload(texts[CHUNK_KEY], str(path))
 
 

@@ -5,13 +5,14 @@ Both read with `read_embedding_file` (any format, detected from the bytes) and w
 cannot hold is dropped by that format, not by us: diffusers files keep no step, emb_params files take
 their name from the file name, and an A1111 `.pt`/`.png` holds one term.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 from PIL import Image, UnidentifiedImageError
 
@@ -21,15 +22,20 @@ from ldm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 # What each writable suffix means (for .safetensors: emb_params for one term, diffusers for several).
 SUFFIX_FORMATS: dict[str, tuple[str, ...]] = {
-    ".pt": (PAPER, DIFFUSERS), ".ckpt": (PAPER, DIFFUSERS), ".pth": (PAPER, DIFFUSERS),
-    ".bin": (DIFFUSERS, PAPER), ".safetensors": (EMB_PARAMS, DIFFUSERS), ".png": (A1111_PNG,),
+    ".pt": (PAPER, DIFFUSERS),
+    ".ckpt": (PAPER, DIFFUSERS),
+    ".pth": (PAPER, DIFFUSERS),
+    ".bin": (DIFFUSERS, PAPER),
+    ".safetensors": (EMB_PARAMS, DIFFUSERS),
+    ".png": (A1111_PNG,),
 }
-SUFFIX_CHOICES = ".pt/.ckpt/.pth (paper), .safetensors (emb_params; diffusers for several terms), " \
-                 ".bin (diffusers), .png (a1111-png)"
+SUFFIX_CHOICES = (
+    ".pt/.ckpt/.pth (paper), .safetensors (emb_params; diffusers for several terms), .bin (diffusers), .png (a1111-png)"
+)
 MERGE_FORMATS = {".pt": PAPER, ".ckpt": PAPER, ".pth": PAPER, ".bin": DIFFUSERS, ".safetensors": DIFFUSERS}
 
 
@@ -53,12 +59,11 @@ def check_output_suffix(path: PathLike, what: str = "OUT") -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIX_FORMATS:
         shown = repr(suffix) if suffix else "no suffix"
-        raise ConfigError(f"{what} {path} has {shown}, which matches no embedding format; "
-                          f"use {SUFFIX_CHOICES}")
+        raise ConfigError(f"{what} {path} has {shown}, which matches no embedding format; use {SUFFIX_CHOICES}")
     return suffix
 
 
-def output_format(path: PathLike, count: int, format: Optional[str] = None, what: str = "OUT") -> str:
+def output_format(path: PathLike, count: int, format: str | None = None, what: str = "OUT") -> str:
     """The format `path` will be written in: `format` if given (checked against the suffix), else the
     suffix's default for `count` terms."""
     suffix = check_output_suffix(path, what)
@@ -70,11 +75,14 @@ def output_format(path: PathLike, count: int, format: Optional[str] = None, what
         raise ConfigError(f"format {format!r} is unknown; choose one of {', '.join(FORMATS)}")
     elif format not in SUFFIX_FORMATS[suffix]:
         fits = sorted(s for s, formats in SUFFIX_FORMATS.items() if format in formats)
-        raise ConfigError(f"{what} {path}: format {format} is not written to a {suffix} file; "
-                          f"name it {' or '.join(fits)}")
+        raise ConfigError(
+            f"{what} {path}: format {format} is not written to a {suffix} file; name it {' or '.join(fits)}"
+        )
     if format in (EMB_PARAMS, A1111_PNG) and count != 1:
-        raise ConfigError(f"{what} {path}: format {format} holds one term but there are {count}; "
-                          "write one file per term or use paper/diffusers")
+        raise ConfigError(
+            f"{what} {path}: format {format} holds one term but there are {count}; "
+            "write one file per term or use paper/diffusers"
+        )
     return format
 
 
@@ -90,8 +98,13 @@ def _read_preview(path: PathLike) -> Image.Image:
         raise ConfigError(f"preview image {path} cannot be read ({type(exc).__name__}); pass a .png/.jpg") from None
 
 
-def convert_embedding(src: PathLike, dst: PathLike, format: Optional[str] = None, name: Optional[str] = None,
-                      preview: Optional[PathLike] = None) -> tuple[Path, str, list[LoadedEmbedding]]:
+def convert_embedding(
+    src: PathLike,
+    dst: PathLike,
+    format: str | None = None,
+    name: str | None = None,
+    preview: PathLike | None = None,
+) -> tuple[Path, str, list[LoadedEmbedding]]:
     """Read `src` (any format) and write its terms to `dst` in `format` (default: from dst's suffix).
     `name` renames a single-term file; `preview` is the picture of an a1111-png file (default: the
     source's own picture when it is a PNG embedding, else a generated card). Returns (dst, format, terms)."""
@@ -106,8 +119,10 @@ def convert_embedding(src: PathLike, dst: PathLike, format: Optional[str] = None
         if not name:
             raise ConfigError("--name is empty; give the term a name such as 'my-cat'")
         if len(terms) != 1:
-            raise ConfigError(f"--name renames one term but {src} holds {len(terms)} "
-                              f"({', '.join(t.name for t in terms)}); convert without --name")
+            raise ConfigError(
+                f"--name renames one term but {src} holds {len(terms)} "
+                f"({', '.join(t.name for t in terms)}); convert without --name"
+            )
         terms = [dataclasses.replace(terms[0], name=name)]
     image = None
     if preview is not None:
@@ -126,8 +141,7 @@ def _key(name: str) -> str:
     return name.strip().lower()
 
 
-def merge_embeddings(sources: Sequence[PathLike], rename: bool = False
-                     ) -> tuple[list[LoadedEmbedding], list[Rename]]:
+def merge_embeddings(sources: Sequence[PathLike], rename: bool = False) -> tuple[list[LoadedEmbedding], list[Rename]]:
     """Every term of every source, in order, each keyed by its name (token := name). A name used twice
     (case-insensitively, as CLIP reads prompts) is an error naming both files, unless `rename`: then the
     later term becomes `name-2`, `name-3`, ... (the first free one) and a `Rename` records it."""
@@ -143,8 +157,10 @@ def merge_embeddings(sources: Sequence[PathLike], rename: bool = False
             if _key(name) in owner:
                 if not rename:
                     first = owner[_key(name)]
-                    raise ConfigError(f"term {name!r} is in both {first} and {path}; rename one "
-                                      "(convert_embedding.py --name) or pass --rename")
+                    raise ConfigError(
+                        f"term {name!r} is in both {first} and {path}; rename one "
+                        "(convert_embedding.py --name) or pass --rename"
+                    )
                 k = 2
                 while _key(f"{name}-{k}") in taken:
                     k += 1
@@ -157,22 +173,28 @@ def merge_embeddings(sources: Sequence[PathLike], rename: bool = False
     widths = {t.dim for t in merged}
     if len(widths) > 1:
         detail = ", ".join(f"{p.name}: {terms[0].dim}" for p, terms in loaded)
-        raise ConfigError(f"the files hold embeddings of different widths ({detail}); "
-                          "merge only embeddings made for one text encoder")
+        raise ConfigError(
+            f"the files hold embeddings of different widths ({detail}); merge only embeddings made for one text encoder"
+        )
     return merged, renames
 
 
-def merge_embedding_files(out: PathLike, sources: Sequence[PathLike], rename: bool = False
-                          ) -> tuple[Path, str, list[LoadedEmbedding], list[Rename]]:
+def merge_embedding_files(
+    out: PathLike, sources: Sequence[PathLike], rename: bool = False
+) -> tuple[Path, str, list[LoadedEmbedding], list[Rename]]:
     """Merge `sources` into `out`: a multi-term paper `.pt` or a diffusers `.bin`/`.safetensors`."""
     out = Path(out).expanduser()
     suffix = out.suffix.lower()
     if suffix not in MERGE_FORMATS:
-        raise ConfigError(f"OUT {out}: a merged file holds several terms, so it must be .pt/.ckpt/.pth (paper) "
-                          "or .bin/.safetensors (diffusers)")
+        raise ConfigError(
+            f"OUT {out}: a merged file holds several terms, so it must be .pt/.ckpt/.pth (paper) "
+            "or .bin/.safetensors (diffusers)"
+        )
     if len(sources) < 2:
-        raise ConfigError(f"merge needs at least two input files, got {len(sources)}; "
-                          "use convert_embedding.py to change one file's format")
+        raise ConfigError(
+            f"merge needs at least two input files, got {len(sources)}; "
+            "use convert_embedding.py to change one file's format"
+        )
     for src in sources:
         if _same_file(Path(src).expanduser(), out):
             raise ConfigError(f"OUT {out} is also an input; write the merged embedding to a new path")

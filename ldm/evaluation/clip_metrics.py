@@ -10,14 +10,16 @@ Images are prepared as CLIP was trained: shortest side resized to the model's in
 centre-cropped square, scaled to [0, 1] and normalised with CLIP's mean/std. Written here with PIL,
 numpy and torch, so neither torchvision nor transformers' image processors are needed.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +29,16 @@ from ldm.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's training statistics (RGB)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 
 
 # -- images ----------------------------------------------------------------------------------------------
@@ -119,10 +125,15 @@ def transform_for(folder: Path, image_size: int) -> ClipImageTransform:
         mean, std = CLIP_MEAN, CLIP_STD
     crop = _pixels(config.get("crop_size"), image_size)
     if crop != image_size:
-        log.warning("preprocessor crop %d differs from the model's image_size %d; using %d", crop, image_size,
-                    image_size)
-    return ClipImageTransform(resize=_pixels(config.get("size"), image_size), crop=image_size,
-                              mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std))
+        log.warning(
+            "preprocessor crop %d differs from the model's image_size %d; using %d", crop, image_size, image_size
+        )
+    return ClipImageTransform(
+        resize=_pixels(config.get("size"), image_size),
+        crop=image_size,
+        mean=tuple(float(x) for x in mean),
+        std=tuple(float(x) for x in std),
+    )
 
 
 # -- text ------------------------------------------------------------------------------------------------
@@ -136,8 +147,7 @@ def strip_placeholder(prompt: str, placeholder: str = "*") -> str:
     text = re.sub(r"\s+", " ", text)
     text = re.sub(r" ([,.;:!?])", r"\1", text).strip(" ,;:")
     if not text:
-        raise ConfigError(f"prompt {prompt!r} is only the placeholder; give text to score against, "
-                          "e.g. \"a photo of *\"")
+        raise ConfigError(f'prompt {prompt!r} is only the placeholder; give text to score against, e.g. "a photo of *"')
     return text
 
 
@@ -149,24 +159,30 @@ class ClipScorer:
         self.model, self.tokenizer, self.transform, self.device = model, tokenizer, transform, device
 
     @classmethod
-    def from_folder(cls, folder: PathLike, device: Optional[str] = None) -> "ClipScorer":
+    def from_folder(cls, folder: PathLike, device: str | None = None) -> ClipScorer:
         from ldm.devices import choose_device
 
         path = Path(folder).expanduser()
         if not path.is_dir():
-            raise CheckpointError(f"--clip_model {path}: no such folder; pass a local CLIP model folder "
-                                  "(saved with save_pretrained, e.g. a download of openai/clip-vit-large-patch14)")
+            raise CheckpointError(
+                f"--clip_model {path}: no such folder; pass a local CLIP model folder "
+                "(saved with save_pretrained, e.g. a download of openai/clip-vit-large-patch14)"
+            )
         config_file = path / "config.json"
         if not config_file.is_file() or not any((path / w).is_file() for w in WEIGHT_FILES):
-            raise CheckpointError(f"--clip_model {path} has no CLIP model (needs config.json and "
-                                  f"{' or '.join(WEIGHT_FILES[:2])}); pass a folder saved with save_pretrained")
+            raise CheckpointError(
+                f"--clip_model {path} has no CLIP model (needs config.json and "
+                f"{' or '.join(WEIGHT_FILES[:2])}); pass a folder saved with save_pretrained"
+            )
         try:
             model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
         except (OSError, ValueError, AttributeError):
             raise CheckpointError(f"--clip_model {path}: config.json is not a JSON object") from None
         if model_type != "clip":
-            raise CheckpointError(f"--clip_model {path} holds a {model_type!r} model, not a full CLIP model "
-                                  "(model_type 'clip', with image and text towers)")
+            raise CheckpointError(
+                f"--clip_model {path} holds a {model_type!r} model, not a full CLIP model "
+                "(model_type 'clip', with image and text towers)"
+            )
         torch_device = choose_device(device)
         from transformers import CLIPModel
 
@@ -177,18 +193,24 @@ class ClipScorer:
             raise CheckpointError(f"--clip_model {path} cannot be loaded ({type(exc).__name__}: {first})") from None
         missing = list(info.get("missing_keys") or [])
         if missing:  # weights that would be random: the scores would mean nothing
-            raise CheckpointError(f"--clip_model {path}: {len(missing)} weights are missing from the file "
-                                  f"(first: {missing[0]}); pass a complete CLIP model")
+            raise CheckpointError(
+                f"--clip_model {path}: {len(missing)} weights are missing from the file "
+                f"(first: {missing[0]}); pass a complete CLIP model"
+            )
         model = model.to(torch_device, torch.float32).eval()
-        return cls(model, _clip_tokenizer(path, model), transform_for(path, int(model.config.vision_config.image_size)),
-                   torch_device)
+        return cls(
+            model,
+            _clip_tokenizer(path, model),
+            transform_for(path, int(model.config.vision_config.image_size)),
+            torch_device,
+        )
 
     @torch.no_grad()
     def image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> torch.Tensor:
         """Unit-length CLIP image embeddings [N, D] (float32, CPU)."""
         out = []
         for i in range(0, len(images), batch_size):
-            pixels = torch.stack([self.transform(im) for im in images[i:i + batch_size]]).to(self.device)
+            pixels = torch.stack([self.transform(im) for im in images[i : i + batch_size]]).to(self.device)
             pooled = self.model.vision_model(pixel_values=pixels).pooler_output
             out.append(self.model.visual_projection(pooled).float().cpu())
         return torch.nn.functional.normalize(torch.cat(out), dim=-1)
@@ -197,10 +219,10 @@ class ClipScorer:
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-length CLIP text embeddings [N, D] (float32, CPU)."""
         max_length = int(self.model.config.text_config.max_position_embeddings)
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                                return_tensors="pt")
-        pooled = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),
-                                       attention_mask=tokens["attention_mask"].to(self.device)).pooler_output
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        pooled = self.model.text_model(
+            input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+        ).pooler_output
         return torch.nn.functional.normalize(self.model.text_projection(pooled).float().cpu(), dim=-1)
 
 
@@ -240,8 +262,15 @@ class ClipScores:
         return asdict(self)
 
 
-def evaluate_clip(clip_model: PathLike, generated: PathLike, training: PathLike, prompt: str,
-                  placeholder: str = "*", device: Optional[str] = None, batch_size: int = 32) -> ClipScores:
+def evaluate_clip(
+    clip_model: PathLike,
+    generated: PathLike,
+    training: PathLike,
+    prompt: str,
+    placeholder: str = "*",
+    device: str | None = None,
+    batch_size: int = 32,
+) -> ClipScores:
     """Both metrics for a folder of generated images against a folder of training images."""
     text = strip_placeholder(prompt, placeholder)
     generated_files = list_images(generated, "--generated")
@@ -250,19 +279,32 @@ def evaluate_clip(clip_model: PathLike, generated: PathLike, training: PathLike,
     gen = scorer.image_features([open_rgb(p) for p in generated_files], batch_size)
     train = scorer.image_features([open_rgb(p) for p in training_files], batch_size)
     txt = scorer.text_features([text])
-    return ClipScores(image_image=image_image_similarity(gen, train), image_text=image_text_similarity(gen, txt),
-                      text=text, prompt=prompt, n_generated=len(generated_files), n_training=len(training_files),
-                      clip_model=str(clip_model))
+    return ClipScores(
+        image_image=image_image_similarity(gen, train),
+        image_text=image_text_similarity(gen, txt),
+        text=text,
+        prompt=prompt,
+        n_generated=len(generated_files),
+        n_training=len(training_files),
+        clip_model=str(clip_model),
+    )
 
 
 def format_table(scores: ClipScores) -> str:
     """A small plain-text table of the scores."""
-    rows = [("metric", "score", "pairs"),
-            ("image-image (generated vs training)", f"{scores.image_image:.4f}",
-             f"{scores.n_generated} x {scores.n_training}"),
-            (f"image-text ({scores.text!r})", f"{scores.image_text:.4f}", f"{scores.n_generated} x 1")]
+    rows = [
+        ("metric", "score", "pairs"),
+        (
+            "image-image (generated vs training)",
+            f"{scores.image_image:.4f}",
+            f"{scores.n_generated} x {scores.n_training}",
+        ),
+        (f"image-text ({scores.text!r})", f"{scores.image_text:.4f}", f"{scores.n_generated} x 1"),
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

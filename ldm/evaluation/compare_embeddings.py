@@ -5,14 +5,16 @@ prompts that use the placeholder. Every cell starts from the same seed, so the c
 the learned vectors. The model is built once; for each snapshot its vectors are loaded into the
 model's embedding manager, whose placeholder the prompts use.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 from omegaconf import OmegaConf
 from PIL import Image
@@ -23,7 +25,7 @@ from ldm.evaluation.xyz_grid import GridLayout, labelled_grid
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 SNAPSHOT_GLOB = "embeddings_gs-*.pt"
 MANAGER_TARGET = "ldm.modules.embedding_manager.EmbeddingManager"
 _STEP = re.compile(r"gs-(\d+)")
@@ -35,11 +37,11 @@ class Snapshot:
 
     path: Path
     label: str
-    step: Optional[int]
+    step: int | None
     terms: list[LoadedEmbedding]
 
 
-def snapshot_step(path: PathLike) -> Optional[int]:
+def snapshot_step(path: PathLike) -> int | None:
     """The training step in a snapshot's file name (`embeddings_gs-500.pt` -> 500), else None."""
     match = _STEP.search(Path(path).stem)
     return int(match.group(1)) if match else None
@@ -53,8 +55,10 @@ def find_snapshots(logdir: PathLike) -> list[Path]:
     folder = logdir / "checkpoints" if (logdir / "checkpoints").is_dir() else logdir
     files = [p for p in folder.glob(SNAPSHOT_GLOB) if snapshot_step(p) is not None]
     if not files:
-        raise ConfigError(f"--logdir {logdir}: no {SNAPSHOT_GLOB} in {folder}; "
-                          "pass the run folder of a training run, or list files with --embeddings")
+        raise ConfigError(
+            f"--logdir {logdir}: no {SNAPSHOT_GLOB} in {folder}; "
+            "pass the run folder of a training run, or list files with --embeddings"
+        )
     return sorted(files, key=lambda p: (snapshot_step(p), p.name))
 
 
@@ -66,8 +70,7 @@ def read_snapshots(paths: Sequence[PathLike]) -> list[Snapshot]:
     for p in paths:
         path = Path(p).expanduser()
         step = snapshot_step(path)
-        snaps.append(Snapshot(path, f"step {step}" if step is not None else path.stem, step,
-                              read_embedding_file(path)))
+        snaps.append(Snapshot(path, f"step {step}" if step is not None else path.stem, step, read_embedding_file(path)))
     labels = [s.label for s in snaps]
     for s in snaps:
         if labels.count(s.label) > 1:  # e.g. the same step of two runs: say which folder
@@ -81,8 +84,11 @@ def check_prompts(prompts: Sequence[str], placeholders: Sequence[str]) -> list[s
         raise ConfigError('no prompts given; pass e.g. --prompts "a photo of *" "* on the beach"')
     for prompt in prompts:
         if not any(ph in prompt for ph in placeholders):
-            log.warning("prompt %r uses none of the placeholders %s; its row will not change across columns",
-                        prompt, placeholders)
+            log.warning(
+                "prompt %r uses none of the placeholders %s; its row will not change across columns",
+                prompt,
+                placeholders,
+            )
     return prompts
 
 
@@ -103,20 +109,34 @@ def model_config_with_manager(config: PathLike, placeholder: str = "*") -> Any:
     return node
 
 
-def render_cells(generate: Any, snapshots: Sequence[Snapshot], prompts: Sequence[str], seed: int,
-                 steps: int, width: int, height: int, cfg_scale: float, sampler_name: Optional[str] = None,
-                 negative_prompt: str = "", progress: Optional[Callable[[int, int], None]] = None
-                 ) -> list[list[Image.Image]]:
+def render_cells(
+    generate: Any,
+    snapshots: Sequence[Snapshot],
+    prompts: Sequence[str],
+    seed: int,
+    steps: int,
+    width: int,
+    height: int,
+    cfg_scale: float,
+    sampler_name: str | None = None,
+    negative_prompt: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[Image.Image]]:
     """cells[row][col]: prompt `row` with snapshot `col` loaded, all from `seed`. `generate` is a
-    `ldm.generate.Generate` built with `model=` (so it conditions through the model's embedding manager). `progress(done, total)` is called
+    `ldm.generate.Generate` built with `model=` (so it conditions through the model's embedding manager).
+    `progress(done, total)` is called
     with done=0 once every input is checked, then after each cell."""
     if getattr(generate, "use_library", False):  # it would bypass the manager: every column the same
-        raise ValueError("render_cells needs a Generate built with model= (conditioning through the model's "
-                         "embedding manager), not one that encodes prompts with its embedding library")
+        raise ValueError(
+            "render_cells needs a Generate built with model= (conditioning through the model's "
+            "embedding manager), not one that encodes prompts with its embedding library"
+        )
     manager = getattr(generate.load_model(), "embedding_manager", None)
     if manager is None:
-        raise ConfigError("the model has no embedding manager; build it from a config with a "
-                          "personalization_config (e.g. configs/stable-diffusion/v1-finetune.yaml)")
+        raise ConfigError(
+            "the model has no embedding manager; build it from a config with a "
+            "personalization_config (e.g. configs/stable-diffusion/v1-finetune.yaml)"
+        )
     for snap in snapshots:  # every file must fit before the first image: dimension and term count
         manager.load(snap.terms)
     check_prompts(prompts, manager.placeholders)
@@ -127,9 +147,16 @@ def render_cells(generate: Any, snapshots: Sequence[Snapshot], prompts: Sequence
     for c, snap in enumerate(snapshots):
         manager.load(snap.terms)
         for r, prompt in enumerate(prompts):
-            (image, _), = generate.txt2img(prompt, negative_prompt=negative_prompt, steps=steps, seed=seed,
-                                           cfg_scale=cfg_scale, width=width, height=height,
-                                           sampler_name=sampler_name)
+            ((image, _),) = generate.txt2img(
+                prompt,
+                negative_prompt=negative_prompt,
+                steps=steps,
+                seed=seed,
+                cfg_scale=cfg_scale,
+                width=width,
+                height=height,
+                sampler_name=sampler_name,
+            )
             cells[r][c] = image
             done += 1
             log.info("cell %d/%d: %s | %s", done, total, snap.label, prompt)
@@ -142,12 +169,23 @@ def grid_title(seed: int, steps: int, cfg_scale: float, sampler_name: str, ckpt:
     return f"{Path(ckpt).name} | seed {seed} | {sampler_name}, {steps} steps | scale {cfg_scale:g}"
 
 
-def compare_embeddings(config: PathLike, ckpt: PathLike, snapshots: Sequence[PathLike], prompts: Sequence[str],
-                       seed: int = 42, steps: int = 30, width: int = 512, height: int = 512,
-                       cfg_scale: float = 7.5, sampler_name: str = "k_lms", negative_prompt: str = "",
-                       placeholder: str = "*", device: Optional[str] = None, precision: str = "auto",
-                       progress: Optional[Callable[[int, int], None]] = None
-                       ) -> tuple[Image.Image, GridLayout, dict[str, str]]:
+def compare_embeddings(
+    config: PathLike,
+    ckpt: PathLike,
+    snapshots: Sequence[PathLike],
+    prompts: Sequence[str],
+    seed: int = 42,
+    steps: int = 30,
+    width: int = 512,
+    height: int = 512,
+    cfg_scale: float = 7.5,
+    sampler_name: str = "k_lms",
+    negative_prompt: str = "",
+    placeholder: str = "*",
+    device: str | None = None,
+    precision: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Image.Image, GridLayout, dict[str, str]]:
     """Build the model once, render every cell, and return (labelled grid, its layout, PNG text metadata)."""
     from ldm.devices import choose_device, choose_dtype
     from ldm.generate import Generate, check_size
@@ -169,16 +207,32 @@ def compare_embeddings(config: PathLike, ckpt: PathLike, snapshots: Sequence[Pat
     model = load_model_from_config(node, ckpt, device=torch_device, dtype=dtype)
     # Handed the model: Generate conditions through model.get_learned_conditioning, i.e. the manager.
     generate = Generate(model=model, device=str(torch_device), precision=precision, sampler_name=sampler_name)
-    cells = render_cells(generate, snaps, prompts, seed=seed, steps=steps, width=width, height=height,
-                         cfg_scale=cfg_scale, sampler_name=sampler_name, negative_prompt=negative_prompt,
-                         progress=progress)
-    image, layout = labelled_grid(cells, [s.label for s in snaps], prompts,
-                                  title=grid_title(seed, steps, cfg_scale, sampler_name, ckpt))
+    cells = render_cells(
+        generate,
+        snaps,
+        prompts,
+        seed=seed,
+        steps=steps,
+        width=width,
+        height=height,
+        cfg_scale=cfg_scale,
+        sampler_name=sampler_name,
+        negative_prompt=negative_prompt,
+        progress=progress,
+    )
+    image, layout = labelled_grid(
+        cells, [s.label for s in snaps], prompts, title=grid_title(seed, steps, cfg_scale, sampler_name, ckpt)
+    )
     metadata = {
         "embeddings": json.dumps([str(s.path) for s in snaps]),
         "prompts": json.dumps(prompts),
         "negative_prompt": negative_prompt,
-        "seed": str(seed), "steps": str(steps), "sampler": sampler_name, "cfg_scale": str(cfg_scale),
-        "size": f"{width}x{height}", "ckpt": str(ckpt), "config": str(config),
+        "seed": str(seed),
+        "steps": str(steps),
+        "sampler": sampler_name,
+        "cfg_scale": str(cfg_scale),
+        "size": f"{width}x{height}",
+        "ckpt": str(ckpt),
+        "config": str(config),
     }
     return image, layout, metadata

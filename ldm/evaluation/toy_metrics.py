@@ -6,10 +6,11 @@ The attribute classifier then decides:
   fidelity    = share of plain samples whose shape and colour are the concept's;
   editability = share of background samples with the asked background while shape and colour hold.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
 
 import torch
 
@@ -28,12 +29,14 @@ class Concept:
     colour: str
 
     @classmethod
-    def parse(cls, text: str) -> "Concept":
-        """"purple star" -> Concept("star", "purple")."""
+    def parse(cls, text: str) -> Concept:
+        """ "purple star" -> Concept("star", "purple")."""
         words = text.split()
         if len(words) != 2 or words[0] not in COLOUR_NAMES or words[1] not in SHAPES:
-            raise ConfigError(f"concept {text!r} is not '<colour> <shape>'; colours: {', '.join(COLOUR_NAMES)}; "
-                              f"shapes: {', '.join(SHAPES)}")
+            raise ConfigError(
+                f"concept {text!r} is not '<colour> <shape>'; colours: {', '.join(COLOUR_NAMES)}; "
+                f"shapes: {', '.join(SHAPES)}"
+            )
         return cls(words[1], words[0])
 
     @property
@@ -69,14 +72,29 @@ def default_backgrounds(concept: Concept, n: int = 4) -> list[str]:
 
 def sample_images(generate, prompt: str, settings: SamplingSettings, seed: int) -> torch.Tensor:
     """settings.samples images of `prompt` from one seed, as a tensor [K, 3, H, W] in [-1, 1]."""
-    images = generate.prompt2image(prompt, iterations=1, batch_size=settings.samples, steps=settings.steps,
-                                   seed=seed, cfg_scale=settings.cfg_scale, sampler_name=settings.sampler,
-                                   width=settings.size, height=settings.size)
+    images = generate.prompt2image(
+        prompt,
+        iterations=1,
+        batch_size=settings.samples,
+        steps=settings.steps,
+        seed=seed,
+        cfg_scale=settings.cfg_scale,
+        sampler_name=settings.sampler,
+        width=settings.size,
+        height=settings.size,
+    )
     return torch.cat([pil_to_tensor(image) for image, _ in images])
 
 
-def score(generate, classifier: AttributeClassifier, phrase: str, concept: Concept, backgrounds: Sequence[str],
-          settings: SamplingSettings, name: Optional[str] = None) -> Scores:
+def score(
+    generate,
+    classifier: AttributeClassifier,
+    phrase: str,
+    concept: Concept,
+    backgrounds: Sequence[str],
+    settings: SamplingSettings,
+    name: str | None = None,
+) -> Scores:
     """Scores for one way (`phrase`) of naming `concept`; the seeds are the same for every phrase."""
     shape_id, colour_id = SHAPES.index(concept.shape), COLOUR_NAMES.index(concept.colour)
     pred = classifier.predict(sample_images(generate, PLAIN_PROMPT.format(phrase), settings, settings.seed))
@@ -88,8 +106,13 @@ def score(generate, classifier: AttributeClassifier, phrase: str, concept: Conce
         bg_ok = p["background"] == COLOUR_NAMES.index(background)
         bg_right.append(bg_ok)
         edits.append(bg_ok & (p["shape"] == shape_id) & (p["colour"] == colour_id))
-    return Scores(name or phrase, float(holds.float().mean()), float(torch.cat(edits).float().mean()),
-                  float(torch.cat(bg_right).float().mean()), settings.samples * (1 + len(backgrounds)))
+    return Scores(
+        name or phrase,
+        float(holds.float().mean()),
+        float(torch.cat(edits).float().mean()),
+        float(torch.cat(bg_right).float().mean()),
+        settings.samples * (1 + len(backgrounds)),
+    )
 
 
 def table(rows: Sequence[Scores]) -> str:
@@ -111,21 +134,33 @@ def load_classifier(path) -> AttributeClassifier:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"classifier {path} does not exist; it comes with the toy model in models/toy-world/ "
-                          "(or make it with scripts/train_toy_world.py)")
+        raise ConfigError(
+            f"classifier {path} does not exist; it comes with the toy model in models/toy-world/ "
+            "(or make it with scripts/train_toy_world.py)"
+        )
     classifier = AttributeClassifier()
     try:
         classifier.load_state_dict(load_file(str(path)))
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"classifier {path} is not the toy attribute classifier ({first}); "
-                          "use models/toy-world/classifier.safetensors") from None
+        raise ConfigError(
+            f"classifier {path} is not the toy attribute classifier ({first}); "
+            "use models/toy-world/classifier.safetensors"
+        ) from None
     return classifier.eval()
 
 
-def evaluate_toy(config, weights, classifier_path, concept: Concept, init_word: str,
-                 embedding_path=None, placeholder: str = "*", backgrounds: Optional[Sequence[str]] = None,
-                 settings: Optional[SamplingSettings] = None) -> dict:
+def evaluate_toy(
+    config,
+    weights,
+    classifier_path,
+    concept: Concept,
+    init_word: str,
+    embedding_path=None,
+    placeholder: str = "*",
+    backgrounds: Sequence[str] | None = None,
+    settings: SamplingSettings | None = None,
+) -> dict:
     """Rows for the embedding (when given), the init word and the true words; same seeds for each."""
     from ldm.generate import Generate
 
@@ -133,20 +168,25 @@ def evaluate_toy(config, weights, classifier_path, concept: Concept, init_word: 
     backgrounds = list(backgrounds) if backgrounds else default_backgrounds(concept)
     for background in backgrounds:
         if background not in COLOUR_NAMES:
-            raise ConfigError(f"background {background!r} is not a toy-world colour; use some of: {', '.join(COLOUR_NAMES)}")
+            raise ConfigError(
+                f"background {background!r} is not a toy-world colour; use some of: {', '.join(COLOUR_NAMES)}"
+            )
     if settings.samples < 1:
         raise ConfigError(f"samples {settings.samples}; use 1 or more")
     classifier = load_classifier(classifier_path)
     paths = [embedding_path] if embedding_path else []
-    generate = Generate(config=config, weights=weights, embedding_paths=paths, use_library=True,
-                        sampler_name=settings.sampler)
+    generate = Generate(
+        config=config, weights=weights, embedding_paths=paths, use_library=True, sampler_name=settings.sampler
+    )
     rows = []
     if embedding_path:
-        rows.append(score(generate, classifier, placeholder, concept, backgrounds, settings,
-                          name=f"embedding ({placeholder})"))
+        rows.append(
+            score(generate, classifier, placeholder, concept, backgrounds, settings, name=f"embedding ({placeholder})")
+        )
     rows.append(score(generate, classifier, init_word, concept, backgrounds, settings, name=f"init word ({init_word})"))
-    rows.append(score(generate, classifier, concept.words, concept, backgrounds, settings,
-                      name=f"true words ({concept.words})"))
+    rows.append(
+        score(generate, classifier, concept.words, concept, backgrounds, settings, name=f"true words ({concept.words})")
+    )
     true = rows[-1]
     result = {"concept": concept.words, "backgrounds": backgrounds, "settings": asdict(settings), "rows": as_dict(rows)}
     if embedding_path:

@@ -4,10 +4,11 @@ column, a label left of every row and an optional title line, drawn with PIL's d
 `plan_layout` decides every position from the labels and the cell size, so callers (and tests) can find
 each cell in the finished image with `GridLayout.cell_box`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -85,9 +86,15 @@ class GridLayout:
         return x0, y0, x0 + w, y0 + h
 
 
-def plan_layout(cell_size: tuple[int, int], col_labels: Sequence[str], row_labels: Sequence[str],
-                title: Optional[str] = None, font: Optional[ImageFont.ImageFont] = None,
-                gap: int = 4, pad: int = 6) -> GridLayout:
+def plan_layout(
+    cell_size: tuple[int, int],
+    col_labels: Sequence[str],
+    row_labels: Sequence[str],
+    title: str | None = None,
+    font: ImageFont.ImageFont | None = None,
+    gap: int = 4,
+    pad: int = 6,
+) -> GridLayout:
     """Margins sized to the wrapped labels: column labels wrap to the cell width, row labels to
     max(cell width, MIN_ROW_LABEL_WIDTH), the title to the whole grid's width."""
     w, h = cell_size
@@ -104,17 +111,35 @@ def plan_layout(cell_size: tuple[int, int], col_labels: Sequence[str], row_label
     title_lines = tuple(wrap_text(title, font, grid_width - 2 * pad)) if title else ()
     title_height = len(title_lines) * lh + (pad if title_lines else 0)
     top = title_height + max(len(lines) for lines in col_lines) * lh + 2 * pad
-    return GridLayout(rows=len(row_labels), cols=len(col_labels), cell_size=(w, h), left=left, top=top, gap=gap,
-                      title_height=title_height, col_lines=col_lines, row_lines=row_lines,
-                      title_lines=title_lines, line_height=lh, pad=pad)
+    return GridLayout(
+        rows=len(row_labels),
+        cols=len(col_labels),
+        cell_size=(w, h),
+        left=left,
+        top=top,
+        gap=gap,
+        title_height=title_height,
+        col_lines=col_lines,
+        row_lines=row_lines,
+        title_lines=title_lines,
+        line_height=lh,
+        pad=pad,
+    )
 
 
-def labelled_grid(cells: Sequence[Sequence[Image.Image]], col_labels: Sequence[str], row_labels: Sequence[str],
-                  title: Optional[str] = None, gap: int = 4) -> tuple[Image.Image, GridLayout]:
+def labelled_grid(
+    cells: Sequence[Sequence[Image.Image]],
+    col_labels: Sequence[str],
+    row_labels: Sequence[str],
+    title: str | None = None,
+    gap: int = 4,
+) -> tuple[Image.Image, GridLayout]:
     """cells[row][col] (all one size) on a white sheet with the labels; returns (image, layout)."""
     if len(cells) != len(row_labels) or any(len(row) != len(col_labels) for row in cells):
-        raise ValueError(f"cells are {len(cells)}x{[len(r) for r in cells]} but there are {len(row_labels)} row "
-                         f"and {len(col_labels)} column labels")
+        raise ValueError(
+            f"cells are {len(cells)}x{[len(r) for r in cells]} but there are {len(row_labels)} row "
+            f"and {len(col_labels)} column labels"
+        )
     size = cells[0][0].size
     if any(c.size != size for row in cells for c in row):
         raise ValueError(f"grid cells differ in size: {sorted({c.size for row in cells for c in row})}")

@@ -2,13 +2,14 @@
 
 The session never prints; it hands each line of output to `emit` (the script passes `print`).
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from ldm.errors import LdmUserError
 from ldm.fileio import save_png
@@ -21,7 +22,7 @@ QUIT = {"q", "quit", "exit"}
 _NAME = re.compile(r"^(\d{6})\.")
 
 
-def legacy_model_hash(path: Optional[Path]) -> str:
+def legacy_model_hash(path: Path | None) -> str:
     """A1111's short model hash: sha256 of 64 KiB at offset 1 MiB (cheap even for 4 GB files)."""
     if path is None or not Path(path).is_file():
         return ""
@@ -40,7 +41,7 @@ class InvokeSession:
         self.gen, self.outdir, self.emit = generate, Path(outdir), emit
         self.defaults = dict(defaults)
         self.history: list[str] = []
-        self._hash: Optional[str] = None
+        self._hash: str | None = None
 
     def model_hash(self) -> str:
         if self._hash is None:
@@ -99,10 +100,20 @@ class InvokeSession:
         outdir = Path(recipe.pop("outdir", None) or self.outdir)
         grid = recipe.pop("grid", False)
         results = self.gen.prompt2image(
-            recipe["prompt"], iterations=recipe["iterations"], steps=recipe["steps"], seed=recipe.get("seed"),
-            cfg_scale=recipe["cfg_scale"], ddim_eta=recipe["ddim_eta"], width=recipe["width"],
-            height=recipe["height"], sampler_name=recipe["sampler_name"], init_img=recipe.get("init_img"),
-            strength=recipe["strength"], negative_prompt=recipe["negative_prompt"], karras=recipe["karras"])
+            recipe["prompt"],
+            iterations=recipe["iterations"],
+            steps=recipe["steps"],
+            seed=recipe.get("seed"),
+            cfg_scale=recipe["cfg_scale"],
+            ddim_eta=recipe["ddim_eta"],
+            width=recipe["width"],
+            height=recipe["height"],
+            sampler_name=recipe["sampler_name"],
+            init_img=recipe.get("init_img"),
+            strength=recipe["strength"],
+            negative_prompt=recipe["negative_prompt"],
+            karras=recipe["karras"],
+        )
         if self.gen.use_library:
             recipe["embeddings"] = self.gen.prompt_encoder.used_embeddings(recipe["prompt"])
         written = self._save(results, recipe, outdir, grid)
@@ -124,6 +135,6 @@ class InvokeSession:
         return paths
 
 
-def _seed_of(path: Path) -> Optional[int]:
+def _seed_of(path: Path) -> int | None:
     parts = path.name.split(".")
     return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None

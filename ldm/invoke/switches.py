@@ -1,9 +1,9 @@
 """Parse one invoke> command: a prompt followed by InvokeAI 2.x switches (-s 50 -S 42 -W 512 ...)."""
+
 from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Optional
 
 from ldm.errors import ConfigError
 
@@ -12,9 +12,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so a bad switch never ends the REPL."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message}; type a prompt followed by switches, e.g. \"a photo of *\" -s 30 -S 42")
+        raise ConfigError(f'{message}; type a prompt followed by switches, e.g. "a photo of *" -s 30 -S 42')
 
-    def exit(self, status: int = 0, message: Optional[str] = None) -> None:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise ConfigError((message or "").strip() or "invalid command")
 
 
@@ -42,7 +42,9 @@ _PARSER = build_parser()
 
 
 def parse_command(line: str) -> dict:
-    """`"a photo of *" -s 30 -S 42` -> {"prompt": "a photo of *", "steps": 30, "seed": 42}; unset switches are absent."""
+    """`"a photo of *" -s 30 -S 42` -> {"prompt": "a photo of *", "steps": 30, "seed": 42}.
+
+    Unset switches are absent."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -58,8 +60,18 @@ def parse_command(line: str) -> dict:
 
 def format_command(values: dict) -> str:
     """The inverse of parse_command (used for the `Dream` chunk and !history)."""
-    order = [("steps", "-s"), ("seed", "-S"), ("iterations", "-n"), ("width", "-W"), ("height", "-H"),
-             ("cfg_scale", "-C"), ("sampler_name", "-A"), ("init_img", "-I"), ("strength", "-f"), ("ddim_eta", "-e")]
+    order = [
+        ("steps", "-s"),
+        ("seed", "-S"),
+        ("iterations", "-n"),
+        ("width", "-W"),
+        ("height", "-H"),
+        ("cfg_scale", "-C"),
+        ("sampler_name", "-A"),
+        ("init_img", "-I"),
+        ("strength", "-f"),
+        ("ddim_eta", "-e"),
+    ]
     parts = [shlex.quote(values["prompt"]) if values["prompt"] else '""']
     for key, flag in order:
         if key == "strength" and not values.get("init_img"):

@@ -3,9 +3,8 @@
 Parameter names follow the CompVis layout (to_q/to_k/to_v/to_out.0, ff.net.0.proj, ff.net.2,
 norm1..3, proj_in/proj_out) so real Stable Diffusion checkpoints load unchanged.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +36,14 @@ class FeedForward(nn.Module):
 class CrossAttention(nn.Module):
     """Multi-head attention of x over a context (itself when context is None)."""
 
-    def __init__(self, query_dim: int, context_dim: Optional[int] = None, heads: int = 8,
-                 dim_head: int = 64, dropout: float = 0.0):
+    def __init__(
+        self,
+        query_dim: int,
+        context_dim: int | None = None,
+        heads: int = 8,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         inner = heads * dim_head
         context_dim = context_dim or query_dim
@@ -52,7 +57,7 @@ class CrossAttention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.heads, -1).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
         q, k, v = (self._split_heads(f(t)) for f, t in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
         out = F.scaled_dot_product_attention(q, k, v)
@@ -61,8 +66,15 @@ class CrossAttention(nn.Module):
 
 
 class BasicTransformerBlock(nn.Module):
-    def __init__(self, dim: int, n_heads: int, d_head: int, dropout: float = 0.0,
-                 context_dim: Optional[int] = None, use_checkpoint: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        d_head: int,
+        dropout: float = 0.0,
+        context_dim: int | None = None,
+        use_checkpoint: bool = False,
+    ):
         super().__init__()
         self.attn1 = CrossAttention(dim, heads=n_heads, dim_head=d_head, dropout=dropout)
         self.ff = FeedForward(dim, dropout=dropout)
@@ -72,21 +84,30 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.use_checkpoint = use_checkpoint
 
-    def _forward(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context=context)
         return x + self.ff(self.norm3(x))
 
-    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return checkpoint(self._forward, (x, context), self.use_checkpoint)
 
 
 class SpatialTransformer(nn.Module):
     """Attention over the pixels of a feature map: norm, project in, transformer blocks, project out."""
 
-    def __init__(self, in_channels: int, n_heads: int, d_head: int, depth: int = 1, dropout: float = 0.0,
-                 context_dim: Optional[int] = None, use_linear: bool = False, use_checkpoint: bool = False,
-                 norm_groups: int = 32):
+    def __init__(
+        self,
+        in_channels: int,
+        n_heads: int,
+        d_head: int,
+        depth: int = 1,
+        dropout: float = 0.0,
+        context_dim: int | None = None,
+        use_linear: bool = False,
+        use_checkpoint: bool = False,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         inner = n_heads * d_head
         self.use_linear = use_linear
@@ -94,13 +115,15 @@ class SpatialTransformer(nn.Module):
         # SD v1 projects with 1x1 convolutions, SD 2.x with linear layers: both layouts exist in files.
         self.proj_in = nn.Linear(in_channels, inner) if use_linear else nn.Conv2d(in_channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
-            BasicTransformerBlock(inner, n_heads, d_head, dropout=dropout, context_dim=context_dim,
-                                  use_checkpoint=use_checkpoint)
-            for _ in range(depth))
+            BasicTransformerBlock(
+                inner, n_heads, d_head, dropout=dropout, context_dim=context_dim, use_checkpoint=use_checkpoint
+            )
+            for _ in range(depth)
+        )
         proj_out = nn.Linear(inner, in_channels) if use_linear else nn.Conv2d(inner, in_channels, 1)
         self.proj_out = zero_module(proj_out)
 
-    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
         residual = x
         x = self.norm(x)

@@ -9,11 +9,13 @@ and `initial_<i>` (their starting values, the anchor of the regulariser). The em
 owned, so the manager's state_dict holds only these tensors. A placeholder absent from a batch keeps
 grad None, so AdamW leaves it alone (DDP therefore needs find_unused_parameters=True).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,8 +30,8 @@ PROGRESSIVE_STEPS = 2000  # progressive_words: one more active vector every this
 # Used only if ldm.data.templates is missing; the dataset must use the same list for per-image captions.
 FALLBACK_PER_IMAGE_TOKENS = list("αβγδεζηθικλμνξπρστυφχψω")
 
-PathLike = Union[str, Path]
-Source = Union[PathLike, LoadedEmbedding]
+PathLike = str | Path
+Source = PathLike | LoadedEmbedding
 
 
 def _strings(value: Any, key: str) -> list[str]:
@@ -37,8 +39,7 @@ def _strings(value: Any, key: str) -> list[str]:
     items = [] if value is None else [value] if isinstance(value, str) else list(value)
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise ConfigError(f"{key}[{i}] is {type(item).__name__} {item!r}, not a string; "
-                              f"write e.g. {key}: ['*']")
+            raise ConfigError(f"{key}[{i}] is {type(item).__name__} {item!r}, not a string; write e.g. {key}: ['*']")
     return items
 
 
@@ -56,10 +57,17 @@ def per_image_token_list(per_image_tokens: Any) -> list[str]:
 
 
 class EmbeddingManager(nn.Module):
-    def __init__(self, embedder: nn.Module, placeholder_strings: Sequence[str] = ("*",),
-                 initializer_words: Optional[Sequence[str]] = None, per_image_tokens: Any = False,
-                 num_vectors_per_token: int = 1, progressive_words: bool = False,
-                 embedding_reg_weight: float = 0.0, **ignored: Any):
+    def __init__(
+        self,
+        embedder: nn.Module,
+        placeholder_strings: Sequence[str] = ("*",),
+        initializer_words: Sequence[str] | None = None,
+        per_image_tokens: Any = False,
+        num_vectors_per_token: int = 1,
+        progressive_words: bool = False,
+        embedding_reg_weight: float = 0.0,
+        **ignored: Any,
+    ):
         super().__init__()
         object.__setattr__(self, "embedder", embedder)  # a plain reference: no submodule, no state
         if ignored:
@@ -75,12 +83,14 @@ class EmbeddingManager(nn.Module):
         self.num_vectors_per_token = n
         self.progressive_words = bool(progressive_words)
         self.embedding_reg_weight = float(embedding_reg_weight)
-        self._step: Optional[int] = None  # None: every vector active (inference)
+        self._step: int | None = None  # None: every vector active (inference)
 
         words = _strings(initializer_words, "initializer_words")
         if len(words) > len(main):
-            raise ConfigError(f"{len(words)} initializer_words for {len(main)} placeholder_strings; "
-                              "give at most one init text per placeholder")
+            raise ConfigError(
+                f"{len(words)} initializer_words for {len(main)} placeholder_strings; "
+                "give at most one init text per placeholder"
+            )
         self.learned = nn.ParameterList()
         for i, placeholder in enumerate(self.placeholders):
             init = self._initial_vectors(placeholder, words[i] if i < len(words) else None, is_main=i < len(main))
@@ -100,7 +110,7 @@ class EmbeddingManager(nn.Module):
     def dim(self) -> int:
         return int(self.token_embedding.weight.shape[1])
 
-    def _initial_vectors(self, placeholder: str, text: Optional[str], is_main: bool) -> torch.Tensor:
+    def _initial_vectors(self, placeholder: str, text: str | None, is_main: bool) -> torch.Tensor:
         """Init text -> its token embeddings (vector i takes token i * n_tokens // n_vectors); else random."""
         weight = self.token_embedding.weight.detach()
         n = self.num_vectors_per_token
@@ -112,11 +122,19 @@ class EmbeddingManager(nn.Module):
             return torch.randn(n, weight.shape[1]).to(weight.device) * scale
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
-            raise ConfigError(f"initializer word {text!r} for placeholder {placeholder!r} has no tokens; "
-                              "use a word such as 'sculpture', or leave it out for a random start")
+            raise ConfigError(
+                f"initializer word {text!r} for placeholder {placeholder!r} has no tokens; "
+                "use a word such as 'sculpture', or leave it out for a random start"
+            )
         if len(ids) > n:
-            log.info("init text %r has %d tokens for %d vector(s) of %r; using every %.3gth token",
-                     text, len(ids), n, placeholder, len(ids) / n)
+            log.info(
+                "init text %r has %d tokens for %d vector(s) of %r; using every %.3gth token",
+                text,
+                len(ids),
+                n,
+                placeholder,
+                len(ids) / n,
+            )
         rows = [ids[i * len(ids) // n] for i in range(n)]
         return weight[rows].float().clone()
 
@@ -152,8 +170,9 @@ class EmbeddingManager(nn.Module):
         return min(n, 1 + self._step // PROGRESSIVE_STEPS)
 
     # -- the splice -----------------------------------------------------------------------------------------
-    def embed_prompts(self, texts: Sequence[str], max_length: int = 77
-                      ) -> tuple[torch.Tensor, list[list[tuple[str, int]]]]:
+    def embed_prompts(
+        self, texts: Sequence[str], max_length: int = 77
+    ) -> tuple[torch.Tensor, list[list[tuple[str, int]]]]:
         """Prompts -> (token embeddings [B, max_length, D] with the learned vectors spliced in,
         per prompt the (placeholder, position) of every spliced vector)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -183,7 +202,7 @@ class EmbeddingManager(nn.Module):
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         return self.embed_prompts(texts, self.embedder.max_length)[0]
 
-    def encode(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+    def encode(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Prompts -> conditioning [B, 77, D] from the CLIP transformer, with the learned words in place."""
         return self.embedder.encode_embeddings(self(texts))
 
@@ -197,8 +216,13 @@ class EmbeddingManager(nn.Module):
         return self.embedding_reg_weight * torch.cat(diffs).pow(2).sum(-1).mean()
 
     # -- files --------------------------------------------------------------------------------------------
-    def to_embeddings(self, step: Optional[int] = None, checkpoint: Optional[str] = None,
-                      name: Optional[str] = None, include_per_image: bool = False) -> list[LoadedEmbedding]:
+    def to_embeddings(
+        self,
+        step: int | None = None,
+        checkpoint: str | None = None,
+        name: str | None = None,
+        include_per_image: bool = False,
+    ) -> list[LoadedEmbedding]:
         """The learned terms (active vectors only, i.e. what the prompts saw). `name` names a single
         placeholder's term (default: the placeholder string); per-image tokens only on request."""
         count = len(self.learned) if include_per_image else self.num_main
@@ -208,19 +232,35 @@ class EmbeddingManager(nn.Module):
         for i in range(count):
             placeholder = self.tokens.strings[i]
             vectors = self.learned[i][: self.num_active(i)].detach().to("cpu", torch.float32).clone()
-            terms.append(LoadedEmbedding(name=name or placeholder, vectors=vectors, token=placeholder, step=step,
-                                         checkpoint=checkpoint, source=None, format=PAPER))
+            terms.append(
+                LoadedEmbedding(
+                    name=name or placeholder,
+                    vectors=vectors,
+                    token=placeholder,
+                    step=step,
+                    checkpoint=checkpoint,
+                    source=None,
+                    format=PAPER,
+                )
+            )
         return terms
 
-    def save(self, path: PathLike, step: Optional[int] = None, checkpoint: Optional[str] = None,
-             name: Optional[str] = None, format: Optional[str] = None) -> Path:
+    def save(
+        self,
+        path: PathLike,
+        step: int | None = None,
+        checkpoint: str | None = None,
+        name: str | None = None,
+        format: str | None = None,
+    ) -> Path:
         """Write the learned terms atomically (paper .pt unless the suffix or `format` says otherwise)."""
         token_ids = {s: seq[0] for s, seq in zip(self.tokens.strings, self.tokens.sequences)}
-        return write_embedding_file(path, self.to_embeddings(step, checkpoint, name), format=format,
-                                    token_ids=token_ids)
+        return write_embedding_file(
+            path, self.to_embeddings(step, checkpoint, name), format=format, token_ids=token_ids
+        )
 
     @torch.no_grad()
-    def load(self, source: Union[Source, Sequence[Source]]) -> None:
+    def load(self, source: Source | Sequence[Source]) -> None:
         """Load terms from files (any format) or LoadedEmbedding objects: a term goes to the placeholder its
         token or name equals, the others to the remaining placeholders in order."""
         items = [source] if isinstance(source, (str, Path, LoadedEmbedding)) else list(source)
@@ -231,7 +271,8 @@ class EmbeddingManager(nn.Module):
             if t.dim != self.dim:
                 raise EmbeddingFileError(
                     f"{t.source or t.name}: term {t.name!r} is {t.dim} wide but this model's text encoder takes "
-                    f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model")
+                    f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model"
+                )
         index = {s: i for i, s in enumerate(self.tokens.strings)}
         chosen: dict[int, LoadedEmbedding] = {}
         rest = []
@@ -244,8 +285,10 @@ class EmbeddingManager(nn.Module):
         free = [i for i in range(len(self.learned)) if i not in chosen]
         if len(rest) > len(free):
             where = ", ".join(sorted({str(t.source or t.name) for t in terms}))
-            raise EmbeddingFileError(f"{where}: {len(terms)} terms but the manager has {len(self.learned)} "
-                                     "placeholder(s); add placeholder_strings or load fewer terms")
+            raise EmbeddingFileError(
+                f"{where}: {len(terms)} terms but the manager has {len(self.learned)} "
+                "placeholder(s); add placeholder_strings or load fewer terms"
+            )
         chosen.update(zip(free, rest))
         for i, t in sorted(chosen.items()):
             self._assign(i, t)
@@ -257,9 +300,19 @@ class EmbeddingManager(nn.Module):
             param.copy_(vectors)  # in place: an optimizer already holding the parameter keeps working
         else:
             # The file defines the term: adopt its vector count; the regulariser anchors at the loaded values.
-            log.info("placeholder %r now has %d vectors (was %d), as in %s",
-                     self.tokens.strings[i], vectors.shape[0], param.shape[0], term.source or term.name)
+            log.info(
+                "placeholder %r now has %d vectors (was %d), as in %s",
+                self.tokens.strings[i],
+                vectors.shape[0],
+                param.shape[0],
+                term.source or term.name,
+            )
             self.learned[i] = nn.Parameter(vectors.clone(), requires_grad=True)
             self.register_buffer(f"initial_{i}", vectors.clone())
-        log.info("loaded %r (%d vectors) from %s into placeholder %r", term.name, vectors.shape[0],
-                 term.source or "memory", self.tokens.strings[i])
+        log.info(
+            "loaded %r (%d vectors) from %s into placeholder %r",
+            term.name,
+            vectors.shape[0],
+            term.source or "memory",
+            self.tokens.strings[i],
+        )

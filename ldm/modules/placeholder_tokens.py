@@ -8,11 +8,13 @@ Prompts are cut at literal placeholder occurrences before tokenizing, because CL
 runs of punctuation together: "a photo of *." would otherwise give the single token "*.", never "*".
 An occurrence inside a longer word ("ajaj" in "ajajs") is not cut, so it stays a different word.
 """
+
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ldm.errors import ConfigError
 
@@ -23,7 +25,7 @@ Slot = tuple[int, int, int]  # (position in the row, placeholder index, vector i
 
 def _contains(haystack: Sequence[int], needle: Sequence[int]) -> bool:
     n = len(needle)
-    return any(list(haystack[i:i + n]) == list(needle) for i in range(len(haystack) - n + 1))
+    return any(list(haystack[i : i + n]) == list(needle) for i in range(len(haystack) - n + 1))
 
 
 def _tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
@@ -53,14 +55,18 @@ class PlaceholderTokens:
             if not seq:
                 raise ConfigError(f"placeholder {s!r} is empty (no CLIP tokens); use e.g. '*' or '<my-cat>'")
         for i, (a, sa) in enumerate(zip(self.strings, self.sequences)):
-            for b, sb in zip(self.strings[i + 1:], self.sequences[i + 1:]):
+            for b, sb in zip(self.strings[i + 1 :], self.sequences[i + 1 :]):
                 if sa == sb:
-                    raise ConfigError(f"placeholders {a!r} and {b!r} are the same CLIP tokens {sa}; "
-                                      "give each placeholder a distinct string")
+                    raise ConfigError(
+                        f"placeholders {a!r} and {b!r} are the same CLIP tokens {sa}; "
+                        "give each placeholder a distinct string"
+                    )
                 if _contains(sa, sb) or _contains(sb, sa):
                     outer, inner = (a, b) if _contains(sa, sb) else (b, a)
-                    raise ConfigError(f"placeholder {outer!r} contains placeholder {inner!r} as CLIP tokens; "
-                                      "choose placeholders that do not contain one another")
+                    raise ConfigError(
+                        f"placeholder {outer!r} contains placeholder {inner!r} as CLIP tokens; "
+                        "choose placeholders that do not contain one another"
+                    )
 
     def _segments(self, text: str) -> list[str]:
         """`text` cut at placeholder occurrences that are not part of a longer word."""
@@ -80,19 +86,20 @@ class PlaceholderTokens:
         flat = _tokenize(tokenizer, [s for segs in pieces for s in segs])
         out, k = [], 0
         for segs in pieces:
-            out.append([i for ids in flat[k:k + len(segs)] for i in ids])
+            out.append([i for ids in flat[k : k + len(segs)] for i in ids])
             k += len(segs)
         return out
 
     def _match(self, ids: list[int], at: int) -> int:
         for p in self._first.get(ids[at], ()):
             seq = self.sequences[p]
-            if ids[at:at + len(seq)] == seq:
+            if ids[at : at + len(seq)] == seq:
                 return p
         return -1
 
-    def layout(self, tokenizer: Any, texts: Sequence[str], active: Sequence[int], max_length: int
-               ) -> tuple[list[list[int]], list[list[Slot]]]:
+    def layout(
+        self, tokenizer: Any, texts: Sequence[str], active: Sequence[int], max_length: int
+    ) -> tuple[list[list[int]], list[list[Slot]]]:
         """Token ids [B][max_length] (slots hold their placeholder's first token) and the slots per prompt."""
         if max_length < 3:
             raise ConfigError(f"max_length={max_length}; it must leave room for BOS, a token and EOS")
@@ -107,8 +114,13 @@ class PlaceholderTokens:
                 width = active[p] if p >= 0 else 1
                 if len(content) + width > budget:
                     if p >= 0:
-                        log.warning("prompt %d: placeholder %r does not fit in the %d-token limit; dropped whole "
-                                    "(shorten the prompt)", b, self.strings[p], budget)
+                        log.warning(
+                            "prompt %d: placeholder %r does not fit in the %d-token limit; dropped whole "
+                            "(shorten the prompt)",
+                            b,
+                            self.strings[p],
+                            budget,
+                        )
                     else:
                         log.debug("prompt %d truncated to %d tokens", b, budget)
                     break

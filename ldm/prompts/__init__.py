@@ -1,4 +1,5 @@
 """Prompts: syntax (emphasis, BREAK, negative brackets), embedding-term matching, chunking, conditioning."""
+
 from ldm.prompts.conditioning import PromptEncoder
 from ldm.prompts.parser import BREAK, Fragment, parse_prompt, split_negative
 

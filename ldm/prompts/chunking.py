@@ -6,10 +6,10 @@ a row, makes no empty chunk); when a chunk overflows and one of its last `comma_
 comma, the chunk ends after that comma and the rest moves on, so a phrase is not cut mid-way (A1111).
 Each chunk becomes BOS + content + EOS padding, `chunk_length + 2` positions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ldm.errors import ConfigError
 from ldm.prompts.term_matcher import TermRef
@@ -21,7 +21,7 @@ class Piece:
 
     token: int
     weight: float = 1.0
-    ref: Optional[TermRef] = None
+    ref: TermRef | None = None
 
     @property
     def width(self) -> int:
@@ -36,8 +36,9 @@ class Chunk:
     def length(self) -> int:
         return sum(p.width for p in self.pieces)
 
-    def layout(self, bos: int, eos: int, chunk_length: int
-               ) -> tuple[list[int], list[float], list[tuple[int, TermRef, int]]]:
+    def layout(
+        self, bos: int, eos: int, chunk_length: int
+    ) -> tuple[list[int], list[float], list[tuple[int, TermRef, int]]]:
         """(ids [chunk_length + 2], weights, slots (position, term, vector index)). Term positions hold the
         EOS id as a stand-in; the caller overwrites them with the term's vectors."""
         ids, weights, slots = [bos], [1.0], []
@@ -56,8 +57,9 @@ class Chunk:
 BREAK_PIECE = Piece(token=-1, weight=0.0)  # marker in the piece stream; never placed in a chunk
 
 
-def split_chunks(pieces: list[Piece], chunk_length: int = 75, comma: Optional[int] = None,
-                 comma_backtrack: int = 20) -> list[Chunk]:
+def split_chunks(
+    pieces: list[Piece], chunk_length: int = 75, comma: int | None = None, comma_backtrack: int = 20
+) -> list[Chunk]:
     """The chunks of one prompt (at least one; an empty prompt gives one empty chunk)."""
     chunks: list[Chunk] = []
     current = Chunk()
@@ -73,11 +75,13 @@ def split_chunks(pieces: list[Piece], chunk_length: int = 75, comma: Optional[in
             close()
             continue
         if piece.width > chunk_length:
-            raise ConfigError(f"embedding {piece.ref.name!r} has {piece.width} vectors but a prompt chunk holds "
-                              f"{chunk_length}; use an embedding with fewer vectors")
+            raise ConfigError(
+                f"embedding {piece.ref.name!r} has {piece.width} vectors but a prompt chunk holds "
+                f"{chunk_length}; use an embedding with fewer vectors"
+            )
         if current.length + piece.width > chunk_length:
             carried = _after_last_comma(current, comma, comma_backtrack)
-            close_pieces = current.pieces[:len(current.pieces) - len(carried)]
+            close_pieces = current.pieces[: len(current.pieces) - len(carried)]
             current = Chunk(close_pieces)
             close()
             current = Chunk(carried)
@@ -88,7 +92,7 @@ def split_chunks(pieces: list[Piece], chunk_length: int = 75, comma: Optional[in
     return chunks or [Chunk()]
 
 
-def _after_last_comma(chunk: Chunk, comma: Optional[int], backtrack: int) -> list[Piece]:
+def _after_last_comma(chunk: Chunk, comma: int | None, backtrack: int) -> list[Piece]:
     """The pieces after the chunk's last comma when they are at most `backtrack` positions, else []."""
     if comma is None or backtrack <= 0:
         return []
@@ -96,7 +100,7 @@ def _after_last_comma(chunk: Chunk, comma: Optional[int], backtrack: int) -> lis
     for i in range(len(chunk.pieces) - 1, -1, -1):
         piece = chunk.pieces[i]
         if piece.ref is None and piece.token == comma:
-            return chunk.pieces[i + 1:]
+            return chunk.pieces[i + 1 :]
         tail += piece.width
         if tail > backtrack:
             return []

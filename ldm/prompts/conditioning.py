@@ -10,11 +10,12 @@ mean equals the unweighted mean. Chunks without emphasis are left untouched, so 
 exactly `cond_stage_model.encode(prompt)`. Prompts of one batch with fewer chunks are padded with
 empty-prompt chunks (BOS + EOS...) so they stack.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 
@@ -36,23 +37,33 @@ class PromptEncoder:
     `comma_backtrack`: when a chunk overflows, end it after a comma among its last this-many tokens (0: off).
     """
 
-    def __init__(self, model: Any, library: Optional[EmbeddingLibrary] = None, chunk_length: int = 75,
-                 negative_brackets: bool = False, comma_backtrack: int = 20):
+    def __init__(
+        self,
+        model: Any,
+        library: EmbeddingLibrary | None = None,
+        chunk_length: int = 75,
+        negative_brackets: bool = False,
+        comma_backtrack: int = 20,
+    ):
         self.model = model
         self.library = library
         self.negative_brackets = bool(negative_brackets)
         self.comma_backtrack = int(comma_backtrack)
         limit = self.embedder.max_length - 2
         if not 1 <= chunk_length <= limit:
-            raise ConfigError(f"chunk_length={chunk_length}; use 1..{limit} (the text encoder takes "
-                              f"{self.embedder.max_length} positions including BOS and EOS)")
+            raise ConfigError(
+                f"chunk_length={chunk_length}; use 1..{limit} (the text encoder takes "
+                f"{self.embedder.max_length} positions including BOS and EOS)"
+            )
         self.chunk_length = int(chunk_length)
         if library is not None and library.dim != self.dim:
-            raise ConfigError(f"the embedding library is {library.dim} wide but this model's text encoder takes "
-                              f"{self.dim}; build EmbeddingLibrary(dim={self.dim}, ...)")
-        self._matcher: Optional[TermMatcher] = None
-        self._matcher_version: Optional[int] = None
-        self._comma: Optional[int] = None
+            raise ConfigError(
+                f"the embedding library is {library.dim} wide but this model's text encoder takes "
+                f"{self.dim}; build EmbeddingLibrary(dim={self.dim}, ...)"
+            )
+        self._matcher: TermMatcher | None = None
+        self._matcher_version: int | None = None
+        self._comma: int | None = None
         # Sampling re-encodes the same prompt and negative prompt for every command and batch; the text
         # transformer's output only changes with the prompts, the library's terms and the weights' device/dtype.
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
@@ -81,7 +92,7 @@ class PromptEncoder:
             self._matcher, self._matcher_version = TermMatcher(self.tokenizer, terms), version
         return self._matcher
 
-    def _comma_id(self) -> Optional[int]:
+    def _comma_id(self) -> int | None:
         if self._comma is None:
             ids = tokenize_texts(self.tokenizer, [","])[0]
             self._comma = ids[0] if len(ids) == 1 else -1
@@ -112,16 +123,25 @@ class PromptEncoder:
     # -- encoding -----------------------------------------------------------------------------------------
     CACHE_SIZE = 32
 
-    def encode(self, prompts: Union[str, list[str]]) -> torch.Tensor:
+    def encode(self, prompts: str | list[str]) -> torch.Tensor:
         """Prompts -> context [B, 77 * k, D], k the largest chunk count in the batch (cached per prompt list)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ConfigError("PromptEncoder.encode got no prompts; pass a string or a list of strings")
         weight = self.token_embedding.weight
         # In-place edits of a term's vectors bump their tensor version, so they miss the cache too.
-        terms = tuple((id(t.vectors), t.vectors._version) for t in self.library.terms().values()) if self.library else ()
-        key = (tuple(prompts), self.library.version if self.library is not None else None, terms, id(self.embedder),
-               weight.device, weight.dtype, weight._version)
+        terms = (
+            tuple((id(t.vectors), t.vectors._version) for t in self.library.terms().values()) if self.library else ()
+        )
+        key = (
+            tuple(prompts),
+            self.library.version if self.library is not None else None,
+            terms,
+            id(self.embedder),
+            weight.device,
+            weight.dtype,
+            weight._version,
+        )
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -140,8 +160,11 @@ class PromptEncoder:
         emb = self.token_embedding
         ids = torch.tensor([ids for ids, _, _ in layouts], dtype=torch.long, device=emb.weight.device)
         embeds = emb(ids)
-        slots = [(row, pos, ref.term.vectors[v]) for row, (_, _, row_slots) in enumerate(layouts)
-                 for pos, ref, v in row_slots]
+        slots = [
+            (row, pos, ref.term.vectors[v])
+            for row, (_, _, row_slots) in enumerate(layouts)
+            for pos, ref, v in row_slots
+        ]
         if slots:
             rows = torch.tensor([r for r, _, _ in slots], device=embeds.device)
             cols = torch.tensor([p for _, p, _ in slots], device=embeds.device)

@@ -12,6 +12,7 @@ Square brackets have two meanings, and the caller picks one:
   * everywhere else (`negative_brackets=False`, the default) `[words]` is A1111 de-emphasis.
 Round-bracket emphasis works in both modes.
 """
+
 from __future__ import annotations
 
 import re
@@ -113,13 +114,13 @@ def split_negative(prompt: str) -> tuple[str, str]:
     while i < n:
         ch = prompt[i]
         if ch == "\\" and i + 1 < n:
-            positive.append(prompt[i:i + 2])
+            positive.append(prompt[i : i + 2])
             i += 2
             continue
         if ch == "[":
             end = _matching_bracket(prompt, i)
             if end >= 0:
-                inner = prompt[i + 1:end]
+                inner = prompt[i + 1 : end]
                 inner = re.sub(r"(?<!\\)[\[\]]", "", inner).strip()
                 if inner:
                     negatives.append(inner)

@@ -6,11 +6,13 @@ letter or digit ("mycats" for the term "mycat") is not cut, so it stays an ordin
 are then scanned for each term's token sequence, longest first, so "<cat-toy>" wins over a term "cat".
 Matching is case-insensitive, as CLIP lowercases everything.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 from ldm.embeddings import LoadedEmbedding
 
@@ -27,7 +29,7 @@ class TermRef:
         return self.term.num_vectors
 
 
-Item = Union[int, TermRef]  # a token id or a whole term
+Item = int | TermRef  # a token id or a whole term
 
 
 def tokenize_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -51,8 +53,9 @@ class TermMatcher:
         for options in self._by_first.values():
             options.sort(key=lambda o: len(o[0]), reverse=True)  # longest sequence first
         by_length = sorted(names, key=len, reverse=True)
-        self._pattern: Optional[re.Pattern] = (
-            re.compile("|".join(re.escape(n) for n in by_length), re.IGNORECASE) if by_length else None)
+        self._pattern: re.Pattern | None = (
+            re.compile("|".join(re.escape(n) for n in by_length), re.IGNORECASE) if by_length else None
+        )
 
     def _segments(self, text: str) -> list[str]:
         if self._pattern is None:
@@ -73,7 +76,7 @@ class TermMatcher:
         flat = tokenize_texts(self.tokenizer, [s for segs in pieces for s in segs])
         out, k = [], 0
         for segs in pieces:
-            ids = [i for seg_ids in flat[k:k + len(segs)] for i in seg_ids]
+            ids = [i for seg_ids in flat[k : k + len(segs)] for i in seg_ids]
             k += len(segs)
             out.append(self._match(ids))
         return out
@@ -86,7 +89,7 @@ class TermMatcher:
         i = 0
         while i < len(ids):
             for seq, ref in self._by_first.get(ids[i], ()):
-                if ids[i:i + len(seq)] == seq:
+                if ids[i : i + len(seq)] == seq:
                     items.append(ref)
                     i += len(seq)
                     break

@@ -1,4 +1,5 @@
 """Stage 1 of the toy base model: train the tiny AutoencoderKL, then fold the latent scale into it."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,9 @@ KL_WEIGHT = 1e-10
 INITIAL_LOGVAR = -8.0
 
 
-def train_autoencoder(vae: nn.Module, pool: ScenePool, steps: int, batch_size: int, lr: float,
-                      generator: torch.Generator) -> list[float]:
+def train_autoencoder(
+    vae: nn.Module, pool: ScenePool, steps: int, batch_size: int, lr: float, generator: torch.Generator
+) -> list[float]:
     """Reconstruction (L1 + MSE) with a whisper of KL, Adam with a cosine decay. Returns the losses."""
     vae.train()
     for p in vae.parameters():
@@ -48,8 +50,10 @@ def train_autoencoder(vae: nn.Module, pool: ScenePool, steps: int, batch_size: i
 
 @torch.no_grad()
 def latent_std(vae: nn.Module, pool: ScenePool, batch_size: int = 64) -> float:
-    means = [vae.encode(pool.float_images(torch.arange(i, min(i + batch_size, len(pool))))).mean
-             for i in range(0, len(pool), batch_size)]
+    means = [
+        vae.encode(pool.float_images(torch.arange(i, min(i + batch_size, len(pool))))).mean
+        for i in range(0, len(pool), batch_size)
+    ]
     return float(torch.cat(means).std())
 
 

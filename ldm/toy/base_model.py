@@ -5,6 +5,7 @@ transformer together on cached latents -> attribute classifier on renders and th
 figures: the classifier's accuracy on fresh renders, and how often the base model draws the shape
 and colour a true-words prompt asks for.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,6 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from ldm.toy.text_to_image_training import DiffusionSchedule, encode_pool, train
 from ldm.util import instantiate_from_config
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, Path]
+PathLike = str | Path
 WEIGHTS = "toy-world.safetensors"
 CLASSIFIER = "classifier.safetensors"
 
@@ -44,8 +44,11 @@ class BaseTrainingSettings:
     vae_steps: int = 6000
     vae_batch: int = 4
     vae_lr: float = 3e-4
-    diffusion: DiffusionSchedule = field(default_factory=lambda: DiffusionSchedule(
-        steps=4500, batch_size=64, lr=5e-4, warmup=200, ema_decay=0.999, uncond_p=0.1))
+    diffusion: DiffusionSchedule = field(
+        default_factory=lambda: DiffusionSchedule(
+            steps=4500, batch_size=64, lr=5e-4, warmup=200, ema_decay=0.999, uncond_p=0.1
+        )
+    )
     classifier_pool: int = 6000
     classifier_steps: int = 1500
     classifier_batch: int = 64
@@ -65,28 +68,42 @@ def _seed(seed: int) -> torch.Generator:
 def build_random_model(config_path: PathLike) -> torch.nn.Module:
     config = OmegaConf.load(config_path)
     if float(config.model.params.get("scale_factor", 0.18215)) != 1.0:
-        raise ConfigError(f"{config_path}: the toy trainer folds the latent scale into the autoencoder; "
-                          "set model.params.scale_factor: 1.0")
+        raise ConfigError(
+            f"{config_path}: the toy trainer folds the latent scale into the autoencoder; "
+            "set model.params.scale_factor: 1.0"
+        )
     return instantiate_from_config(config.model)
 
 
 def save_weights(module: torch.nn.Module, path: Path, dtype: torch.dtype) -> Path:
-    state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.contiguous()
-             for k, v in module.state_dict().items()}
+    state = {
+        k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.contiguous()
+        for k, v in module.state_dict().items()
+    }
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     return path
 
 
 @torch.no_grad()
-def true_words_agreement(generate, classifier: AttributeClassifier, concepts: int, samples: int, seed: int,
-                         steps: int = 25, cfg_scale: float = 5.0, sampler: str = "ddim") -> dict:
+def true_words_agreement(
+    generate,
+    classifier: AttributeClassifier,
+    concepts: int,
+    samples: int,
+    seed: int,
+    steps: int = 25,
+    cfg_scale: float = 5.0,
+    sampler: str = "ddim",
+) -> dict:
     """Share of samples of "a photo of a <colour> <shape>" in which the classifier sees both as asked."""
     from ldm.evaluation.toy_metrics import SamplingSettings, sample_images
 
     rng = np.random.default_rng(seed)
-    pairs = [(SHAPES[i % len(SHAPES)], COLOUR_NAMES[int(c)])
-             for i, c in enumerate(rng.integers(len(COLOUR_NAMES), size=concepts))]
+    pairs = [
+        (SHAPES[i % len(SHAPES)], COLOUR_NAMES[int(c)])
+        for i, c in enumerate(rng.integers(len(COLOUR_NAMES), size=concepts))
+    ]
     settings = SamplingSettings(samples=samples, steps=steps, sampler=sampler, cfg_scale=cfg_scale, size=IMAGE_SIZE)
     right = shape_right = colour_right = 0
     for j, (shape, colour) in enumerate(pairs):
@@ -110,8 +127,9 @@ def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTra
     pool = render_pool(settings.pool_size, IMAGE_SIZE, settings.seed, settings.plain_p, settings.generic_p)
     timings["render_s"] = time.time() - t
     t = time.time()
-    vae_losses = train_autoencoder(model.first_stage_model, pool, settings.vae_steps, settings.vae_batch,
-                                   settings.vae_lr, g)
+    vae_losses = train_autoencoder(
+        model.first_stage_model, pool, settings.vae_steps, settings.vae_batch, settings.vae_lr, g
+    )
     std = latent_std(model.first_stage_model, pool)
     fold_latent_scale(model.first_stage_model, 1.0 / std)
     timings["autoencoder_s"] = time.time() - t
@@ -130,12 +148,21 @@ def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTra
 
     renders = render_pool(settings.classifier_pool, IMAGE_SIZE, settings.seed + 1)
     classifier = AttributeClassifier()
-    cls_losses = train_classifier(classifier, concat_pools(renders, round_trip_pool(renders, round_trip)),
-                                  settings.classifier_steps, settings.classifier_batch, settings.classifier_lr, g)
+    cls_losses = train_classifier(
+        classifier,
+        concat_pools(renders, round_trip_pool(renders, round_trip)),
+        settings.classifier_steps,
+        settings.classifier_batch,
+        settings.classifier_lr,
+        g,
+    )
     fresh = render_pool(settings.check_renders, IMAGE_SIZE, settings.seed + 2)
-    cls_acc = {"renders": accuracy(classifier, fresh.float_images(torch.arange(len(fresh))), fresh.labels),
-               "round_trips": accuracy(classifier, round_trip_pool(fresh, round_trip).float_images(
-                   torch.arange(len(fresh))), fresh.labels)}
+    cls_acc = {
+        "renders": accuracy(classifier, fresh.float_images(torch.arange(len(fresh))), fresh.labels),
+        "round_trips": accuracy(
+            classifier, round_trip_pool(fresh, round_trip).float_images(torch.arange(len(fresh))), fresh.labels
+        ),
+    }
     timings["classifier_s"] = time.time() - t
     timings["train_total_s"] = time.time() - start
     log.info("classifier accuracy: %s", cls_acc)
@@ -149,14 +176,32 @@ def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTra
 
     t = time.time()
     loaded = load_model_from_config(config_path, weights, with_embedding_manager=False)
-    agreement = true_words_agreement(Generate(config=config_path, model=loaded, use_library=False), classifier,
-                                     settings.check_concepts, settings.check_samples, settings.seed + 3)
+    agreement = true_words_agreement(
+        Generate(config=config_path, model=loaded, use_library=False),
+        classifier,
+        settings.check_concepts,
+        settings.check_samples,
+        settings.seed + 3,
+    )
     timings["check_s"] = time.time() - t
     log.info("true-words agreement: %s", agreement)
-    figures = {"classifier_accuracy": cls_acc, "true_words_agreement": agreement, "timings": timings,
-               "losses": {"autoencoder_final": vae_losses[-1], "classifier_final": cls_losses[-1],
-                          "text_to_image_last_200": float(np.mean(result["losses"][-200:]))},
-               "latent_std_folded": std, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    write_manifest(out, [weights, classifier_path], command,
-                   {"config": str(config_path), "settings": asdict(settings), "figures": figures})
+    figures = {
+        "classifier_accuracy": cls_acc,
+        "true_words_agreement": agreement,
+        "timings": timings,
+        "losses": {
+            "autoencoder_final": vae_losses[-1],
+            "classifier_final": cls_losses[-1],
+            "text_to_image_last_200": float(np.mean(result["losses"][-200:])),
+        },
+        "latent_std_folded": std,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    write_manifest(
+        out,
+        [weights, classifier_path],
+        command,
+        {"config": str(config_path), "settings": asdict(settings), "figures": figures},
+    )
     return figures

@@ -3,12 +3,14 @@
 A small CNN. The trainer shows it renders and their autoencoder round trips alike, so that the slight
 blur of decoded samples is not mistaken for a different shape.
 """
+
 from __future__ import annotations
 
 import logging
+
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ldm.data.toy_world import COLOUR_NAMES, SHAPES
 from ldm.toy.pool import ScenePool
@@ -19,9 +21,15 @@ HEADS = {"shape": len(SHAPES), "colour": len(COLOUR_NAMES), "background": len(CO
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                         nn.MaxPool2d(2))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
 
 
 class AttributeClassifier(nn.Module):
@@ -29,8 +37,13 @@ class AttributeClassifier(nn.Module):
 
     def __init__(self, width: int = 32):
         super().__init__()
-        self.features = nn.Sequential(_block(3, width), _block(width, 2 * width), _block(2 * width, 4 * width),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            _block(3, width),
+            _block(width, 2 * width),
+            _block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.heads = nn.ModuleDict({name: nn.Linear(4 * width, n) for name, n in HEADS.items()})
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -43,7 +56,7 @@ class AttributeClassifier(nn.Module):
         self.eval()
         out: dict[str, list[torch.Tensor]] = {name: [] for name in HEADS}
         for i in range(0, images.shape[0], batch_size):
-            images_i = images[i:i + batch_size]
+            images_i = images[i : i + batch_size]
             if images_i.shape[-1] != IMAGE_SIZE:
                 images_i = F.interpolate(images_i, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True)
             for name, logits in self(images_i).items():
@@ -51,8 +64,9 @@ class AttributeClassifier(nn.Module):
         return {name: torch.cat(v) for name, v in out.items()}
 
 
-def train_classifier(classifier: AttributeClassifier, pool: ScenePool, steps: int, batch_size: int, lr: float,
-                     generator: torch.Generator) -> list[float]:
+def train_classifier(
+    classifier: AttributeClassifier, pool: ScenePool, steps: int, batch_size: int, lr: float, generator: torch.Generator
+) -> list[float]:
     """Cross-entropy on all three heads, AdamW with a one-cycle schedule. Returns the losses."""
     classifier.train()
     opt = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=1e-4)

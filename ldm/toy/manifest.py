@@ -1,14 +1,15 @@
 """MANIFEST.json for committed weights: sha256 and size per file, the command that made them, figures."""
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 from ldm.fileio import atomic_path
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 MANIFEST = "MANIFEST.json"
 
 
@@ -33,5 +34,8 @@ def verify_manifest(folder: PathLike) -> list[str]:
     """Names of files whose sha256 differs from the manifest (empty when all match)."""
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text())
-    return [name for name, entry in manifest["files"].items()
-            if not (folder / name).is_file() or sha256(folder / name) != entry["sha256"]]
+    return [
+        name
+        for name, entry in manifest["files"].items()
+        if not (folder / name).is_file() or sha256(folder / name) != entry["sha256"]
+    ]

@@ -2,6 +2,7 @@
 
 Rendering and tokenizing once up front keeps the training steps pure tensor work on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,9 +41,11 @@ def render_pool(n: int, size: int, seed: int, plain_p: float = 0.0, generic_p: f
 
 
 def concat_pools(*pools: ScenePool) -> ScenePool:
-    return ScenePool(torch.cat([p.images for p in pools]),
-                     {k: torch.cat([p.labels[k] for p in pools]) for k in pools[0].labels},
-                     [c for p in pools for c in p.captions])
+    return ScenePool(
+        torch.cat([p.images for p in pools]),
+        {k: torch.cat([p.labels[k] for p in pools]) for k in pools[0].labels},
+        [c for p in pools for c in p.captions],
+    )
 
 
 @torch.no_grad()
@@ -51,5 +54,5 @@ def round_trip_pool(pool: ScenePool, round_trip, batch_size: int = 64) -> SceneP
     out = torch.empty_like(pool.images)
     for i in range(0, len(pool), batch_size):
         x = round_trip(pool.float_images(torch.arange(i, min(i + batch_size, len(pool)))))
-        out[i:i + x.shape[0]] = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        out[i : i + x.shape[0]] = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return ScenePool(out, pool.labels, pool.captions)

@@ -3,6 +3,7 @@
 The objective is SD's: epsilon prediction under the model's own noise schedule, with a share of
 empty captions so classifier-free guidance works at sampling time.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LatentPool:
     """Posterior mean and std per pooled image, after the latent scale has been folded in."""
+
     mean: torch.Tensor
     std: torch.Tensor
     tokens: torch.Tensor  # [N, max_length] caption ids
@@ -72,8 +74,9 @@ def _lr(schedule: DiffusionSchedule, step: int) -> float:
     return schedule.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_text_to_image(model: nn.Module, latents: LatentPool, schedule: DiffusionSchedule,
-                        generator: torch.Generator) -> dict:
+def train_text_to_image(
+    model: nn.Module, latents: LatentPool, schedule: DiffusionSchedule, generator: torch.Generator
+) -> dict:
     """Train model.model (UNet) and the text transformer jointly; copy their EMA weights back at the end."""
     unet = model.model
     text = model.cond_stage_model
@@ -104,8 +107,9 @@ def train_text_to_image(model: nn.Module, latents: LatentPool, schedule: Diffusi
         losses.append(loss.item())
         if step % 200 == 0 or step == schedule.steps - 1:
             recent = sum(losses[-200:]) / len(losses[-200:])
-            log.info("text-to-image step %d/%d loss %.4f (%.0f s)", step + 1, schedule.steps, recent,
-                     time.time() - start)
+            log.info(
+                "text-to-image step %d/%d loss %.4f (%.0f s)", step + 1, schedule.steps, recent, time.time() - start
+            )
     trainable.load_state_dict(ema.shadow.state_dict())
     trainable.eval()
     for p in trainable.parameters():

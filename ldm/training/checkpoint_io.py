@@ -1,7 +1,8 @@
 """Lightning checkpoint IO that writes atomically and reads through the safe loader."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -13,11 +14,11 @@ from ldm.safe_load import safe_torch_load
 class AtomicCheckpointIO(TorchCheckpointIO):
     """A SIGKILL mid-save leaves the previous checkpoint intact: temp file, then rename."""
 
-    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any | None = None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
-    def load_checkpoint(self, path: Any, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         checkpoint = safe_torch_load(path)
         if map_location is not None:
             checkpoint = _move(checkpoint, map_location)

@@ -1,8 +1,10 @@
 """Training options of a textual-inversion run (`model.params.training` in the configs)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 
@@ -21,30 +23,31 @@ def network_dtype(precision: str) -> torch.dtype:
 
 @dataclass
 class TrainingConfig:
-    seed: int = 0                       # every step's noise/timesteps derive from (seed, sample index)
-    lr_schedule: str = "constant"       # constant | a1111 | cosine
-    lr_schedule_string: Optional[str] = None  # A1111 form '0.005:100, 1e-3:1000, 1e-5' (implies a1111)
+    seed: int = 0  # every step's noise/timesteps derive from (seed, sample index)
+    lr_schedule: str = "constant"  # constant | a1111 | cosine
+    lr_schedule_string: str | None = None  # A1111 form '0.005:100, 1e-3:1000, 1e-5' (implies a1111)
     lr_warmup_steps: int = 0
     min_lr: float = 0.0
-    weight_decay: float = 0.01          # AdamW default, as the paper
-    min_snr_gamma: Optional[float] = None
-    latent_sampling: str = "once"       # once | deterministic | random
-    network_precision: str = "fp32"     # dtype of the frozen networks; the vectors stay fp32
+    weight_decay: float = 0.01  # AdamW default, as the paper
+    min_snr_gamma: float | None = None
+    latent_sampling: str = "once"  # once | deterministic | random
+    network_precision: str = "fp32"  # dtype of the frozen networks; the vectors stay fp32
     gradient_checkpointing: bool = False
-    channels_last: bool = False         # UNet weights/activations in NHWC (faster convolutions on some hardware)
-    embedding_reg_weight: Optional[float] = None  # overrides the embedding manager's when set
+    channels_last: bool = False  # UNet weights/activations in NHWC (faster convolutions on some hardware)
+    embedding_reg_weight: float | None = None  # overrides the embedding manager's when set
     log_every_n_steps: int = 10
 
     # Paper configs put these directly under model.params.
     TOP_LEVEL_KEYS = ("embedding_reg_weight",)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], extra: Optional[Mapping[str, Any]] = None) -> "TrainingConfig":
+    def from_mapping(cls, values: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> TrainingConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ConfigError(f"model.params.training has unknown keys: {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"model.params.training has unknown keys: {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
         merged = {k: (extra or {})[k] for k in cls.TOP_LEVEL_KEYS if (extra or {}).get(k) is not None}
         merged.update(values)
         config = cls(**merged)
@@ -53,8 +56,9 @@ class TrainingConfig:
 
     def validate(self) -> None:
         if self.network_precision not in NETWORK_PRECISIONS:
-            raise ConfigError(f"training.network_precision {self.network_precision!r}; choose one of: "
-                              f"{', '.join(NETWORK_PRECISIONS)}")
+            raise ConfigError(
+                f"training.network_precision {self.network_precision!r}; choose one of: {', '.join(NETWORK_PRECISIONS)}"
+            )
         if self.lr_schedule_string:
             from ldm.training.lr_schedule import parse_a1111_schedule
 

@@ -3,9 +3,10 @@
 `latent_sampling`: "once" draws z from the posterior once (seeded) and reuses it, "deterministic" uses
 the posterior mean, "random" draws a fresh z every step from the cached mean/std.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import torch
 
@@ -39,8 +40,9 @@ class LatentCache:
             self._store[key] = (mean, std)
         return self._store[key]
 
-    def get(self, keys: list[Hashable], images: torch.Tensor, encode: Callable,
-            generator: torch.Generator) -> torch.Tensor:
+    def get(
+        self, keys: list[Hashable], images: torch.Tensor, encode: Callable, generator: torch.Generator
+    ) -> torch.Tensor:
         """Unscaled latents [B, C, h, w] for a batch; only unseen keys run the encoder."""
         moments = [self._moments(k, img, encode) for k, img in zip(keys, images)]
         mean = torch.stack([m for m, _ in moments])

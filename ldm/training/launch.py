@@ -3,6 +3,7 @@
 Everything that can be wrong with the input is checked before the run directory is created, so a
 bad command line writes nothing.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -10,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,7 +20,7 @@ from ldm.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def parse_gpus(value: Optional[str]) -> Optional[list[int]]:
+def parse_gpus(value: str | None) -> list[int] | None:
     """'0,' / '0' / '0,1' are GPU indices (unlike Lightning's int form); ''/None/'cpu' mean the CPU."""
     if value is None or str(value).strip().lower() in ("", "cpu", "none"):
         return None
@@ -52,7 +53,9 @@ def apply_cli(config: DictConfig, args: Any) -> DictConfig:
     model_p = config.model.params
     personal = model_p.get("personalization_config")
     if personal is None:
-        raise ConfigError("the config has no model.params.personalization_config; use configs/stable-diffusion/v1-finetune.yaml")
+        raise ConfigError(
+            "the config has no model.params.personalization_config; use configs/stable-diffusion/v1-finetune.yaml"
+        )
     personal.params = personal.get("params") or {}
     train = config.data.params.train
     train.params = train.get("params") or {}
@@ -62,10 +65,14 @@ def apply_cli(config: DictConfig, args: Any) -> DictConfig:
     if not roots:
         raise ConfigError("no training images: pass --data_root training_data/<concept>")
     if len(roots) > 1 and len(roots) != len(placeholders):
-        raise ConfigError(f"{len(roots)} --data_root folders but {len(placeholders)} placeholders; "
-                          "give one --placeholder_string (and --init_word) per folder")
+        raise ConfigError(
+            f"{len(roots)} --data_root folders but {len(placeholders)} placeholders; "
+            "give one --placeholder_string (and --init_word) per folder"
+        )
     if inits and len(inits) != len(placeholders):
-        raise ConfigError(f"{len(inits)} --init_word values for {len(placeholders)} placeholders; give one per placeholder")
+        raise ConfigError(
+            f"{len(inits)} --init_word values for {len(placeholders)} placeholders; give one per placeholder"
+        )
     personal.params.placeholder_strings = placeholders
     if inits:
         personal.params.initializer_words = inits
@@ -117,7 +124,7 @@ def validate_numbers(config: DictConfig) -> None:
     config_int(config, "lightning.trainer.max_steps", 1, minimum=1)
 
 
-def run_name(data_root: Any, name: str, postfix: str = "", now: Optional[str] = None) -> tuple[str, str]:
+def run_name(data_root: Any, name: str, postfix: str = "", now: str | None = None) -> tuple[str, str]:
     """logs/<data folder name><timestamp>_<name><postfix>, as the paper code names runs."""
     now = now or datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
     roots = _as_list(data_root)

@@ -1,8 +1,10 @@
 """What the ImageLogger shows: the inputs, their captions, and samples of those captions with and
 without guidance, from a fixed seed so grids of different steps are comparable."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +33,17 @@ def caption_images(captions: list[str], size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def log_images(model: Any, batch: Mapping[str, Any], n: int = 4, ddim_steps: int = 50, ddim_eta: float = 0.0,
-               unconditional_guidance_scale: float = 5.0, sampler: str = "ddim", seed: int = 0,
-               **ignored: Any) -> dict[str, torch.Tensor]:
+def log_images(
+    model: Any,
+    batch: Mapping[str, Any],
+    n: int = 4,
+    ddim_steps: int = 50,
+    ddim_eta: float = 0.0,
+    unconditional_guidance_scale: float = 5.0,
+    sampler: str = "ddim",
+    seed: int = 0,
+    **ignored: Any,
+) -> dict[str, torch.Tensor]:
     captions = list(batch["caption"])[:n]
     images = batch["image"][:n]
     cond = model.get_learned_conditioning(captions)
@@ -43,7 +53,16 @@ def log_images(model: Any, batch: Mapping[str, Any], n: int = 4, ddim_steps: int
     for key, scale in (("samples", 1.0), ("samples_scaled", unconditional_guidance_scale)):
         uncond = model.get_learned_conditioning([""] * len(captions)) if scale != 1.0 else None
         g = torch.Generator("cpu").manual_seed(seed)
-        z = sample_latents(model, cond, uncond, shape=shape, generator=g, sampler=sampler, steps=ddim_steps,
-                           cfg_scale=scale, eta=ddim_eta)
+        z = sample_latents(
+            model,
+            cond,
+            uncond,
+            shape=shape,
+            generator=g,
+            sampler=sampler,
+            steps=ddim_steps,
+            cfg_scale=scale,
+            eta=ddim_eta,
+        )
         out[key] = model.decode_first_stage(z).float().cpu()
     return out

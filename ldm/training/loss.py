@@ -1,7 +1,6 @@
 """The textual-inversion objective: noise-prediction MSE, optional min-SNR-gamma and alpha-mask weights."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +13,14 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float)
     return torch.clamp(snr, max=gamma) / snr
 
 
-def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
-                   min_snr_gamma: Optional[float] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def diffusion_loss(
+    eps_pred: torch.Tensor,
+    eps: torch.Tensor,
+    t: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    min_snr_gamma: float | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean over the batch of the (weighted) per-sample MSE between predicted and true noise."""
     err = F.mse_loss(eps_pred.float(), eps.float(), reduction="none")
     if mask is not None:  # alpha channel as a per-pixel weight, resized to latent resolution

@@ -2,11 +2,12 @@
 
 Every schedule is a pure function of the optimizer step, so a resumed run continues it exactly.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from ldm.errors import ConfigError
 
@@ -14,17 +15,19 @@ Schedule = Callable[[int], float]
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
-def parse_a1111_schedule(text: str) -> list[tuple[float, Optional[int]]]:
+def parse_a1111_schedule(text: str) -> list[tuple[float, int | None]]:
     """'0.005:100, 1e-3:1000, 1e-5' -> [(0.005, 100), (0.001, 1000), (1e-05, None)]: lr until that step."""
     pieces = [p.strip() for p in str(text).split(",") if p.strip()]
     if not pieces:
         raise ConfigError(f"learning rate schedule {text!r} is empty; write e.g. '0.005:100, 1e-3:1000, 1e-5'")
-    out: list[tuple[float, Optional[int]]] = []
+    out: list[tuple[float, int | None]] = []
     for i, piece in enumerate(pieces):
         m = re.fullmatch(rf"({_NUMBER})\s*(?::\s*(\d+))?", piece)
         if not m:
-            raise ConfigError(f"learning rate schedule {text!r}: cannot read {piece!r}; write 'lr:until_step' pairs "
-                              "separated by commas, e.g. '0.005:100, 1e-3:1000, 1e-5'")
+            raise ConfigError(
+                f"learning rate schedule {text!r}: cannot read {piece!r}; write 'lr:until_step' pairs "
+                "separated by commas, e.g. '0.005:100, 1e-3:1000, 1e-5'"
+            )
         lr, until = float(m.group(1)), (int(m.group(2)) if m.group(2) else None)
         if lr <= 0:
             raise ConfigError(f"learning rate schedule {text!r}: learning rate {lr} must be positive")
@@ -61,8 +64,14 @@ def warmup_cosine(base_lr: float, warmup_steps: int, total_steps: int, min_lr: f
     return lr_at
 
 
-def make_schedule(kind: str, base_lr: float, total_steps: int, schedule: Optional[str] = None,
-                  warmup_steps: int = 0, min_lr: float = 0.0) -> Schedule:
+def make_schedule(
+    kind: str,
+    base_lr: float,
+    total_steps: int,
+    schedule: str | None = None,
+    warmup_steps: int = 0,
+    min_lr: float = 0.0,
+) -> Schedule:
     """kind: 'constant' | 'a1111' (needs `schedule`) | 'cosine' (warmup + cosine to min_lr)."""
     if kind == "constant":
         return lambda step: base_lr

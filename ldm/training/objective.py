@@ -1,9 +1,11 @@
 """One textual-inversion step: cached latents -> noised at a seeded timestep -> UNet under the spliced
 prompt -> loss. Gradients reach only the embedding manager's vectors."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -14,6 +16,8 @@ from ldm.training.lr_schedule import make_schedule
 from ldm.training.step_rng import step_generator
 
 log = logging.getLogger(__name__)
+
+
 class TextualInversionObjective:
     """Plain helper owned by LatentDiffusion (kept out of its module tree so it adds no state)."""
 
@@ -55,8 +59,9 @@ class TextualInversionObjective:
         cond = m.get_learned_conditioning(list(batch["caption"]))
         eps = m.apply_model(m.q_sample(z, t, noise).contiguous(memory_format=fmt), t, cond)
         mask = batch.get("weight")
-        mse = diffusion_loss(eps, noise, t, m.alphas_cumprod, self.config.min_snr_gamma,
-                             mask.to(m.device) if mask is not None else None)
+        mse = diffusion_loss(
+            eps, noise, t, m.alphas_cumprod, self.config.min_snr_gamma, mask.to(m.device) if mask is not None else None
+        )
         reg = m.embedding_manager.regularization_loss()
         return mse + reg, {"loss_simple": mse.detach(), "loss_reg": reg.detach()}
 

@@ -1,10 +1,11 @@
 """The training run: validate inputs, build data and model, create the run directory, fit, finish."""
+
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -24,11 +25,16 @@ log = logging.getLogger(__name__)
 RUN_NOW_ENV = "LDM_TI_RUN_TIMESTAMP"
 
 # Trainer settings the run owns: data order, checkpointing and validation are handled by our parts.
-_OWNED = dict(use_distributed_sampler=False, enable_checkpointing=False, num_sanity_val_steps=0,
-              limit_val_batches=0, max_epochs=-1)
+_OWNED = dict(
+    use_distributed_sampler=False,
+    enable_checkpointing=False,
+    num_sanity_val_steps=0,
+    limit_val_batches=0,
+    max_epochs=-1,
+)
 
 
-def accelerator_args(gpus: Optional[list[int]], num_nodes: int, cpu_processes: int = 1) -> dict[str, Any]:
+def accelerator_args(gpus: list[int] | None, num_nodes: int, cpu_processes: int = 1) -> dict[str, Any]:
     """GPUs from --gpus; on the CPU, `lightning.trainer.devices=N` runs N gloo DDP processes."""
     if gpus and not torch.cuda.is_available():
         log.warning("--gpus %s asked for GPUs but CUDA is not available; training on the CPU", gpus)
@@ -38,7 +44,7 @@ def accelerator_args(gpus: Optional[list[int]], num_nodes: int, cpu_processes: i
     return {"accelerator": "gpu", "devices": gpus, "num_nodes": num_nodes}
 
 
-def build_model(config: DictConfig, actual_resume: Optional[str], embedding_ckpt: Optional[str]) -> pl.LightningModule:
+def build_model(config: DictConfig, actual_resume: str | None, embedding_ckpt: str | None) -> pl.LightningModule:
     from ldm.model_loading import load_model_from_config
 
     if actual_resume:
@@ -60,8 +66,15 @@ def scaled_lr(base_lr: float, accumulate: int, devices: int, num_nodes: int, bat
     if not scale:
         return base_lr
     lr = accumulate * devices * num_nodes * batch_size * base_lr
-    log.info("lr = %d (accumulate) x %d (devices) x %d (nodes) x %d (batch) x %.2e (base) = %.2e",
-             accumulate, devices, num_nodes, batch_size, base_lr, lr)
+    log.info(
+        "lr = %d (accumulate) x %d (devices) x %d (nodes) x %d (batch) x %.2e (base) = %.2e",
+        accumulate,
+        devices,
+        num_nodes,
+        batch_size,
+        base_lr,
+        lr,
+    )
     return lr
 
 
@@ -84,8 +97,10 @@ def debug_dataset(args: Any, overrides: list[str], n: int = 8) -> list[str]:
 
     _, _, data = _config_and_data(args, overrides)
     tokenizer = load_tokenizer()
-    return [f"k={k} image={index} flip={int(flip)} caption={caption!r} ids={tokenizer(caption).input_ids}"
-            for k, caption, index, flip in data.train_dataset.debug_items(n)]
+    return [
+        f"k={k} image={index} flip={int(flip)} caption={caption!r} ids={tokenizer(caption).input_ids}"
+        for k, caption, index, flip in data.train_dataset.debug_items(n)
+    ]
 
 
 def train(args: Any, overrides: list[str]) -> Path:
@@ -104,8 +119,9 @@ def train(args: Any, overrides: list[str]) -> Path:
         logdir, now = resume.logdir, resume.logdir.name
         remove_stale_temp_files(logdir)
     else:
-        now, name = run_name(config.data.params.train.params.data_root, args.name, args.postfix,
-                             now=os.environ.get(RUN_NOW_ENV))
+        now, name = run_name(
+            config.data.params.train.params.data_root, args.name, args.postfix, now=os.environ.get(RUN_NOW_ENV)
+        )
         logdir = Path(args.logdir) / name
     os.environ[RUN_NOW_ENV] = now  # DDP ranks re-run this script: they must pick the same run directory
     ckptdir = logdir / "checkpoints"
@@ -113,21 +129,39 @@ def train(args: Any, overrides: list[str]) -> Path:
     accel = accelerator_args(gpus, num_nodes, cpu_processes)
     devices = len(accel["devices"]) if isinstance(accel["devices"], list) else accel["devices"]
     accumulate = int(trainer_kwargs.get("accumulate_grad_batches", 1))
-    model.learning_rate = scaled_lr(model.learning_rate, accumulate, devices, num_nodes,
-                                    int(config.data.params.batch_size), args.scale_lr)
+    model.learning_rate = scaled_lr(
+        model.learning_rate, accumulate, devices, num_nodes, int(config.data.params.batch_size), args.scale_lr
+    )
 
     every = int(OmegaConf.select(lightning_config, "modelcheckpoint.params.every_n_train_steps", default=500))
-    callbacks = [SetupCallback(str(logdir), now, OmegaConf.merge(config, {"lightning": lightning_config}), lightning_config),
-                 EmbeddingSnapshot(str(ckptdir), every, sd_checkpoint=actual_resume),
-                 ResumeCheckpoint(str(ckptdir), every), LossCurve(str(logdir))]
+    callbacks = [
+        SetupCallback(str(logdir), now, OmegaConf.merge(config, {"lightning": lightning_config}), lightning_config),
+        EmbeddingSnapshot(str(ckptdir), every, sd_checkpoint=actual_resume),
+        ResumeCheckpoint(str(ckptdir), every),
+        LossCurve(str(logdir)),
+    ]
     for cb_config in (lightning_config.get("callbacks") or {}).values():
         cb_params = dict(cb_config.get("params") or {})
-        callbacks.append(instantiate_from_config({"target": _target(cb_config.target), "params": {**cb_params, "logdir": str(logdir)}}))
+        callbacks.append(
+            instantiate_from_config(
+                {"target": _target(cb_config.target), "params": {**cb_params, "logdir": str(logdir)}}
+            )
+        )
     strategy = DDPStrategy(find_unused_parameters=True) if devices * num_nodes > 1 else "auto"
-    trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if k not in ("gpus", "accelerator", "devices", "strategy")}
-    trainer = pl.Trainer(**trainer_kwargs, **accel, **_OWNED, strategy=strategy, callbacks=callbacks,
-                         plugins=[AtomicCheckpointIO()], default_root_dir=str(logdir),
-                         logger=_loggers(logdir), log_every_n_steps=model.training_config.log_every_n_steps)
+    trainer_kwargs = {
+        k: v for k, v in trainer_kwargs.items() if k not in ("gpus", "accelerator", "devices", "strategy")
+    }
+    trainer = pl.Trainer(
+        **trainer_kwargs,
+        **accel,
+        **_OWNED,
+        strategy=strategy,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(logdir),
+        logger=_loggers(logdir),
+        log_every_n_steps=model.training_config.log_every_n_steps,
+    )
     start_step = _resume_step(resume.ckpt) if resume else 0
     data.set_start_batch(start_step * accumulate)
     trainer.fit(model, data, ckpt_path=str(resume.ckpt) if resume else None)

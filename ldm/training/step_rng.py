@@ -1,4 +1,5 @@
 """Per-step randomness derived from (seed, step, rank): a resumed run draws what the uninterrupted one would."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,13 +1,13 @@
 """VAE Encoder and Decoder of the SD first stage, in the CompVis checkpoint layout
 (conv_in, down.N.block.M, down.N.downsample, mid.block_1/attn_1/block_2, up.N..., norm_out, conv_out)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 # SD uses 32 groups everywhere. A narrow network (32 channels = 1 per group) would then normalise each
 # channel on its own and lose every image's mean colour; configs may ask for fewer, wider groups
@@ -107,16 +107,30 @@ def _run_mid(mid: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    def __init__(self, *, ch: int, ch_mult: Sequence[int] = (1, 2, 4, 8), num_res_blocks: int,
-                 attn_resolutions: Sequence[int], dropout: float = 0.0, in_channels: int, resolution: int,
-                 z_channels: int, double_z: bool = True, norm_groups: int = NORM_GROUPS, **ignored):
+    def __init__(
+        self,
+        *,
+        ch: int,
+        ch_mult: Sequence[int] = (1, 2, 4, 8),
+        num_res_blocks: int,
+        attn_resolutions: Sequence[int],
+        dropout: float = 0.0,
+        in_channels: int,
+        resolution: int,
+        z_channels: int,
+        double_z: bool = True,
+        norm_groups: int = NORM_GROUPS,
+        **ignored,
+    ):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         in_mult = (1,) + tuple(ch_mult)
         res, levels = resolution, []
         for i, mult in enumerate(ch_mult):
             c_in, c_out = ch * in_mult[i], ch * mult
-            blocks = [ResnetBlock(c_in if j == 0 else c_out, c_out, dropout, norm_groups) for j in range(num_res_blocks)]
+            blocks = [
+                ResnetBlock(c_in if j == 0 else c_out, c_out, dropout, norm_groups) for j in range(num_res_blocks)
+            ]
             attns = [AttnBlock(c_out, norm_groups) for _ in range(num_res_blocks)] if res in attn_resolutions else []
             last = i == len(ch_mult) - 1
             levels.append(_Level(blocks, attns, None if last else Downsample(c_out), "downsample"))
@@ -136,9 +150,20 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, *, ch: int, out_ch: int, ch_mult: Sequence[int] = (1, 2, 4, 8), num_res_blocks: int,
-                 attn_resolutions: Sequence[int], dropout: float = 0.0, resolution: int, z_channels: int,
-                 norm_groups: int = NORM_GROUPS, **ignored):
+    def __init__(
+        self,
+        *,
+        ch: int,
+        out_ch: int,
+        ch_mult: Sequence[int] = (1, 2, 4, 8),
+        num_res_blocks: int,
+        attn_resolutions: Sequence[int],
+        dropout: float = 0.0,
+        resolution: int,
+        z_channels: int,
+        norm_groups: int = NORM_GROUPS,
+        **ignored,
+    ):
         super().__init__()
         block_in = ch * ch_mult[-1]
         res = resolution // 2 ** (len(ch_mult) - 1)
@@ -147,8 +172,13 @@ class Decoder(nn.Module):
         levels: list[nn.Module] = []
         for i in reversed(range(len(ch_mult))):
             c_out = ch * ch_mult[i]
-            blocks = [ResnetBlock(block_in if j == 0 else c_out, c_out, dropout, norm_groups) for j in range(num_res_blocks + 1)]
-            attns = [AttnBlock(c_out, norm_groups) for _ in range(num_res_blocks + 1)] if res in attn_resolutions else []
+            blocks = [
+                ResnetBlock(block_in if j == 0 else c_out, c_out, dropout, norm_groups)
+                for j in range(num_res_blocks + 1)
+            ]
+            attns = (
+                [AttnBlock(c_out, norm_groups) for _ in range(num_res_blocks + 1)] if res in attn_resolutions else []
+            )
             block_in = c_out
             levels.insert(0, _Level(blocks, attns, Upsample(c_out) if i else None, "upsample"))
             res = res * 2 if i else res

@@ -3,23 +3,30 @@
 Module names (time_embed, input_blocks, middle_block, output_blocks, out; in_layers, emb_layers,
 out_layers, skip_connection, op) are those of real SD v1.x files, which therefore load unchanged.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ldm.modules.attention import SpatialTransformer
-from ldm.modules.diffusionmodules.util import (avg_pool_nd, checkpoint, conv_nd, normalization,
-                                               timestep_embedding, zero_module)
+from ldm.modules.diffusionmodules.util import (
+    avg_pool_nd,
+    checkpoint,
+    conv_nd,
+    normalization,
+    timestep_embedding,
+    zero_module,
+)
 
 
 class TimestepEmbedSequential(nn.Sequential):
     """A sequence whose members take what they need: ResBlocks the time embedding, transformers the context."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
@@ -31,7 +38,7 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class Upsample(nn.Module):
-    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: Optional[int] = None):
+    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
         super().__init__()
         self.use_conv = use_conv
         if use_conv:
@@ -43,7 +50,7 @@ class Upsample(nn.Module):
 
 
 class Downsample(nn.Module):
-    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: Optional[int] = None):
+    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
         super().__init__()
         if use_conv:
             self.op = conv_nd(dims, channels, out_channels or channels, 3, stride=2, padding=1)
@@ -57,18 +64,32 @@ class Downsample(nn.Module):
 class ResBlock(nn.Module):
     """Residual block conditioned on the timestep embedding (added as a per-channel bias)."""
 
-    def __init__(self, channels: int, emb_channels: int, dropout: float = 0.0, out_channels: Optional[int] = None,
-                 dims: int = 2, use_checkpoint: bool = False, use_scale_shift_norm: bool = False,
-                 norm_groups: int = 32):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float = 0.0,
+        out_channels: int | None = None,
+        dims: int = 2,
+        use_checkpoint: bool = False,
+        use_scale_shift_norm: bool = False,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.use_checkpoint = use_checkpoint
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(normalization(channels, groups=norm_groups), nn.SiLU(), conv_nd(dims, channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            normalization(channels, groups=norm_groups), nn.SiLU(), conv_nd(dims, channels, out_channels, 3, padding=1)
+        )
         emb_out = 2 * out_channels if use_scale_shift_norm else out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
-        self.out_layers = nn.Sequential(normalization(out_channels, groups=norm_groups), nn.SiLU(), nn.Dropout(dropout),
-                                        zero_module(conv_nd(dims, out_channels, out_channels, 3, padding=1)))
+        self.out_layers = nn.Sequential(
+            normalization(out_channels, groups=norm_groups),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            zero_module(conv_nd(dims, out_channels, out_channels, 3, padding=1)),
+        )
         self.skip_connection = nn.Identity() if out_channels == channels else conv_nd(dims, channels, out_channels, 1)
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -92,18 +113,37 @@ class UNetModel(nn.Module):
     Keyword names follow the CompVis configs so `v1-inference.yaml` instantiates it as it is.
     """
 
-    def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,
-                 num_res_blocks: int, attention_resolutions: Sequence[int], dropout: float = 0.0,
-                 channel_mult: Sequence[int] = (1, 2, 4, 8), conv_resample: bool = True, dims: int = 2,
-                 use_checkpoint: bool = False, use_fp16: bool = False, num_heads: int = -1,
-                 num_head_channels: int = -1, use_scale_shift_norm: bool = False,
-                 use_spatial_transformer: bool = True, transformer_depth: int = 1,
-                 context_dim: Optional[int] = None, legacy: bool = False,
-                 use_linear_in_transformer: bool = False, norm_groups: int = 32, **ignored):
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        model_channels: int,
+        out_channels: int,
+        num_res_blocks: int,
+        attention_resolutions: Sequence[int],
+        dropout: float = 0.0,
+        channel_mult: Sequence[int] = (1, 2, 4, 8),
+        conv_resample: bool = True,
+        dims: int = 2,
+        use_checkpoint: bool = False,
+        use_fp16: bool = False,
+        num_heads: int = -1,
+        num_head_channels: int = -1,
+        use_scale_shift_norm: bool = False,
+        use_spatial_transformer: bool = True,
+        transformer_depth: int = 1,
+        context_dim: int | None = None,
+        legacy: bool = False,
+        use_linear_in_transformer: bool = False,
+        norm_groups: int = 32,
+        **ignored,
+    ):
         super().__init__()
         if not use_spatial_transformer or context_dim is None:
-            raise ValueError("UNetModel: this project supports the text-conditioned SD UNet only "
-                             "(set use_spatial_transformer: true and context_dim)")
+            raise ValueError(
+                "UNetModel: this project supports the text-conditioned SD UNet only "
+                "(set use_spatial_transformer: true and context_dim)"
+            )
         if num_heads == -1 and num_head_channels == -1:
             raise ValueError("UNetModel: set num_heads or num_head_channels in unet_config")
         self.in_channels, self.out_channels, self.model_channels = in_channels, out_channels, model_channels
@@ -117,11 +157,20 @@ class UNetModel(nn.Module):
 
         def attn(ch: int) -> SpatialTransformer:
             heads, d_head = self._heads(ch)
-            return SpatialTransformer(ch, heads, d_head, depth=transformer_depth, context_dim=context_dim,
-                                      use_linear=use_linear_in_transformer, use_checkpoint=use_checkpoint,
-                                      norm_groups=norm_groups)
+            return SpatialTransformer(
+                ch,
+                heads,
+                d_head,
+                depth=transformer_depth,
+                context_dim=context_dim,
+                use_linear=use_linear_in_transformer,
+                use_checkpoint=use_checkpoint,
+                norm_groups=norm_groups,
+            )
 
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_nd(dims, in_channels, model_channels, 3, padding=1))])
+        self.input_blocks = nn.ModuleList(
+            [TimestepEmbedSequential(conv_nd(dims, in_channels, model_channels, 3, padding=1))]
+        )
         skip_channels, ch, ds = [model_channels], model_channels, 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
@@ -150,7 +199,11 @@ class UNetModel(nn.Module):
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch, groups=norm_groups), nn.SiLU(), zero_module(conv_nd(dims, model_channels, out_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            normalization(ch, groups=norm_groups),
+            nn.SiLU(),
+            zero_module(conv_nd(dims, model_channels, out_channels, 3, padding=1)),
+        )
 
     def _heads(self, ch: int) -> tuple[int, int]:
         num_heads, num_head_channels, legacy = self._head_args
@@ -162,7 +215,7 @@ class UNetModel(nn.Module):
             d_head = ch // num_heads
         return num_heads, d_head
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
         h = x.to(emb.dtype)
         context = None if context is None else context.to(emb.dtype)

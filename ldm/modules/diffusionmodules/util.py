@@ -1,8 +1,9 @@
 """Small building blocks shared by the UNet: timestep embedding, normalisation, checkpointing."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,6 @@
 """Diagonal Gaussian posterior of the KL autoencoder."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
@@ -14,12 +13,16 @@ class DiagonalGaussianDistribution:
         self.logvar = torch.clamp(logvar, -30.0, 20.0)
         self.deterministic = deterministic
         self.std = torch.zeros_like(self.mean) if deterministic else torch.exp(0.5 * self.logvar)
-        self.var = self.std ** 2
+        self.var = self.std**2
 
-    def sample(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw z = mean + std * n; with a CPU generator the draw is reproducible on any device."""
-        noise = torch.randn(self.mean.shape, generator=generator, dtype=torch.float32,
-                            device=generator.device if generator is not None else self.mean.device)
+        noise = torch.randn(
+            self.mean.shape,
+            generator=generator,
+            dtype=torch.float32,
+            device=generator.device if generator is not None else self.mean.device,
+        )
         return self.mean + self.std * noise.to(device=self.mean.device, dtype=self.mean.dtype)
 
     def mode(self) -> torch.Tensor:
@@ -28,4 +31,4 @@ class DiagonalGaussianDistribution:
     def kl(self) -> torch.Tensor:
         if self.deterministic:
             return torch.zeros(self.mean.shape[0], device=self.mean.device)
-        return 0.5 * torch.sum(self.mean ** 2 + self.var - 1.0 - self.logvar, dim=[1, 2, 3])
+        return 0.5 * torch.sum(self.mean**2 + self.var - 1.0 - self.logvar, dim=[1, 2, 3])

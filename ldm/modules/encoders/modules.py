@@ -4,9 +4,10 @@ The weights come from the SD checkpoint itself (`cond_stage_model.transformer.te
 never downloads anything. The transformer is transformers' own `CLIPTextModel`, held under a
 `text_model` attribute to keep the CompVis key layout.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -15,9 +16,19 @@ from ldm.errors import ConfigError
 from ldm.modules.encoders.tokenizer import load_tokenizer
 
 # The ViT-L/14 text tower used by Stable Diffusion v1.x.
-VIT_L14_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-                    layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+VIT_L14_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+)
 
 
 class CLIPTextHolder(nn.Module):
@@ -39,9 +50,17 @@ class FrozenCLIPEmbedder(nn.Module):
 
     LAYERS = ("last", "penultimate")
 
-    def __init__(self, version: Optional[str] = None, max_length: int = 77, layer: str = "last",
-                 tokenizer_path: Optional[str] = None, model_path: Optional[str] = None,
-                 text_config: Optional[dict] = None, freeze: bool = True, **ignored):
+    def __init__(
+        self,
+        version: str | None = None,
+        max_length: int = 77,
+        layer: str = "last",
+        tokenizer_path: str | None = None,
+        model_path: str | None = None,
+        text_config: dict | None = None,
+        freeze: bool = True,
+        **ignored,
+    ):
         super().__init__()
         from transformers import CLIPTextConfig
 
@@ -76,14 +95,16 @@ class FrozenCLIPEmbedder(nn.Module):
     def reset_buffers(self) -> None:
         """Recreate the non-persistent position ids after a build on the meta device."""
         emb = self.text_model.embeddings
-        emb.position_ids = torch.arange(emb.position_embedding.num_embeddings,
-                                        device=emb.position_embedding.weight.device).expand(1, -1)
+        emb.position_ids = torch.arange(
+            emb.position_embedding.num_embeddings, device=emb.position_embedding.weight.device
+        ).expand(1, -1)
 
-    def tokenize(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+    def tokenize(self, text: str | Sequence[str]) -> torch.Tensor:
         """Prompts -> token ids [B, max_length] (BOS, tokens, EOS, EOS-padding), truncated to max_length."""
         texts = [text] if isinstance(text, str) else list(text)
-        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="max_length",
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt"
+        )
         return batch["input_ids"]
 
     def encode_embeddings(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
@@ -106,8 +127,8 @@ class FrozenCLIPEmbedder(nn.Module):
         tokens = tokens.to(self.text_model.embeddings.token_embedding.weight.device)
         return self.encode_embeddings(self.text_model.embeddings.token_embedding(tokens))
 
-    def forward(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+    def forward(self, text: str | Sequence[str]) -> torch.Tensor:
         return self.encode_tokens(self.tokenize(text))
 
-    def encode(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+    def encode(self, text: str | Sequence[str]) -> torch.Tensor:
         return self(text)

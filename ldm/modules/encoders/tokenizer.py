@@ -2,11 +2,11 @@
 
 Order: an explicit path -> a `tokenizer/` folder beside the model -> the copy shipped in ldm/assets.
 """
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Union
 
 from ldm.errors import ConfigError
 
@@ -15,20 +15,22 @@ log = logging.getLogger(__name__)
 SHIPPED_TOKENIZER = Path(__file__).resolve().parents[2] / "assets" / "clip_tokenizer"
 _REQUIRED = ("vocab.json", "merges.txt")
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def _is_tokenizer_dir(path: Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in _REQUIRED)
 
 
-def resolve_tokenizer_dir(explicit: Optional[PathLike] = None, model_path: Optional[PathLike] = None) -> Path:
+def resolve_tokenizer_dir(explicit: PathLike | None = None, model_path: PathLike | None = None) -> Path:
     """Return the folder holding vocab.json and merges.txt, by the documented search order."""
     if explicit:
         path = Path(explicit).expanduser()
         if not _is_tokenizer_dir(path):
-            raise ConfigError(f"tokenizer path {str(path)!r} has no vocab.json + merges.txt; "
-                              "point it at a CLIP tokenizer folder or leave it unset to use the shipped one")
+            raise ConfigError(
+                f"tokenizer path {str(path)!r} has no vocab.json + merges.txt; "
+                "point it at a CLIP tokenizer folder or leave it unset to use the shipped one"
+            )
         return path
     if model_path:
         model = Path(model_path).expanduser()
@@ -40,8 +42,7 @@ def resolve_tokenizer_dir(explicit: Optional[PathLike] = None, model_path: Optio
     return SHIPPED_TOKENIZER
 
 
-def load_tokenizer(explicit: Optional[PathLike] = None, model_path: Optional[PathLike] = None,
-                   max_length: int = 77):
+def load_tokenizer(explicit: PathLike | None = None, model_path: PathLike | None = None, max_length: int = 77):
     """A transformers CLIPTokenizer read from local files only."""
     from transformers import CLIPTokenizer  # heavy import, deferred until a tokenizer is needed
 
