@@ -1,7 +1,9 @@
 """AutoencoderKL: the first stage that maps images to SD latents and back."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,11 +15,12 @@ from ldm.modules.distributions.distributions import DiagonalGaussianDistribution
 class AutoencoderKL(nn.Module):
     """Frozen VAE of Stable Diffusion. Training the VAE is out of scope, so `lossconfig` is accepted and ignored."""
 
-    def __init__(self, ddconfig: Mapping[str, Any], embed_dim: int, lossconfig: Optional[Mapping] = None,
-                 **ignored):
+    def __init__(self, ddconfig: Mapping[str, Any], embed_dim: int, lossconfig: Mapping | None = None, **ignored):
         super().__init__()
         if not ddconfig.get("double_z", True):
-            raise ValueError("AutoencoderKL: ddconfig.double_z must be true (the encoder predicts mean and log-variance)")
+            raise ValueError(
+                "AutoencoderKL: ddconfig.double_z must be true (the encoder predicts mean and log-variance)"
+            )
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig)
         z = ddconfig["z_channels"]

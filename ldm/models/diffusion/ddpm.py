@@ -3,10 +3,12 @@
 It holds no sampler loops; samplers live in `ldm.models.diffusion.sampling` and talk to the model through
 `ldm.models.diffusion.denoiser.CompVisDenoiser`. Parameter and buffer names are exactly those of SD v1 files.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -23,12 +25,38 @@ log = logging.getLogger(__name__)
 # Keys of the paper's configs that this model reads elsewhere or that only mattered to training the
 # base model; they are accepted so old configs keep working.
 _ACCEPTED_UNUSED = {
-    "num_timesteps_cond", "log_every_t", "first_stage_key", "cond_stage_key", "image_size", "channels",
-    "cond_stage_trainable", "monitor", "scheduler_config", "loss_type", "ckpt_path", "ignore_keys",
-    "load_only_unet", "clip_denoised", "original_elbo_weight", "l_simple_weight", "learn_logvar",
-    "logvar_init", "use_positional_encodings", "given_betas", "cosine_s", "concat_mode", "cond_stage_forward",
-    "scale_by_std", "base_learning_rate", "make_it_fit", "ucg_training", "reset_ema", "reset_num_ema_updates",
-    "use_fp16", "unfreeze_model", "model_lr",
+    "num_timesteps_cond",
+    "log_every_t",
+    "first_stage_key",
+    "cond_stage_key",
+    "image_size",
+    "channels",
+    "cond_stage_trainable",
+    "monitor",
+    "scheduler_config",
+    "loss_type",
+    "ckpt_path",
+    "ignore_keys",
+    "load_only_unet",
+    "clip_denoised",
+    "original_elbo_weight",
+    "l_simple_weight",
+    "learn_logvar",
+    "logvar_init",
+    "use_positional_encodings",
+    "given_betas",
+    "cosine_s",
+    "concat_mode",
+    "cond_stage_forward",
+    "scale_by_std",
+    "base_learning_rate",
+    "make_it_fit",
+    "ucg_training",
+    "reset_ema",
+    "reset_num_ema_updates",
+    "use_fp16",
+    "unfreeze_model",
+    "model_lr",
 }
 
 
@@ -42,18 +70,32 @@ class DiffusionWrapper(nn.Module):
         self.diffusion_model = instantiate_from_config(diff_model_config)
         self.conditioning_key = conditioning_key
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, c_crossattn: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, c_crossattn: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         context = torch.cat(list(c_crossattn), dim=1) if c_crossattn else None
         return self.diffusion_model(x, t, context=context)
 
 
 class LatentDiffusion(pl.LightningModule):
-    def __init__(self, unet_config: Mapping[str, Any], first_stage_config: Mapping[str, Any],
-                 cond_stage_config: Mapping[str, Any], timesteps: int = 1000, beta_schedule: str = "linear",
-                 linear_start: float = 0.00085, linear_end: float = 0.012, scale_factor: float = 0.18215,
-                 conditioning_key: str = "crossattn", parameterization: str = "eps", use_ema: bool = False,
-                 v_posterior: float = 0.0, personalization_config: Optional[Mapping[str, Any]] = None,
-                 training: Optional[Mapping[str, Any]] = None, **kwargs):
+    def __init__(
+        self,
+        unet_config: Mapping[str, Any],
+        first_stage_config: Mapping[str, Any],
+        cond_stage_config: Mapping[str, Any],
+        timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        linear_start: float = 0.00085,
+        linear_end: float = 0.012,
+        scale_factor: float = 0.18215,
+        conditioning_key: str = "crossattn",
+        parameterization: str = "eps",
+        use_ema: bool = False,
+        v_posterior: float = 0.0,
+        personalization_config: Mapping[str, Any] | None = None,
+        training: Mapping[str, Any] | None = None,
+        **kwargs,
+    ):
         super().__init__()
         unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED - set(TrainingConfig.TOP_LEVEL_KEYS))
         if unknown:
@@ -91,7 +133,7 @@ class LatentDiffusion(pl.LightningModule):
         for p in module.parameters():
             p.requires_grad = False
 
-    def register_schedule(self, device: Optional[torch.device] = None) -> None:
+    def register_schedule(self, device: torch.device | None = None) -> None:
         kind, n, start, end, v_posterior = self._schedule_args
         betas = make_beta_schedule(kind, n, linear_start=start, linear_end=end)
         for name, value in schedule_buffers(betas, v_posterior).items():
@@ -102,14 +144,15 @@ class LatentDiffusion(pl.LightningModule):
         self.register_schedule(self.betas.device)
 
     # -- the three networks --------------------------------------------------------------------------
-    def apply_model(self, x_noisy: torch.Tensor, t: torch.Tensor,
-                    cond: Union[torch.Tensor, Mapping[str, Sequence[torch.Tensor]]]) -> torch.Tensor:
+    def apply_model(
+        self, x_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | Mapping[str, Sequence[torch.Tensor]]
+    ) -> torch.Tensor:
         """The UNet's noise prediction for latents x_noisy at timesteps t under conditioning cond."""
         if isinstance(cond, Mapping):
             return self.model(x_noisy, t, **cond)
         return self.model(x_noisy, t, c_crossattn=[cond])
 
-    def get_learned_conditioning(self, text: Union[str, Sequence[str]]) -> torch.Tensor:
+    def get_learned_conditioning(self, text: str | Sequence[str]) -> torch.Tensor:
         """Prompts -> context; learned words are spliced in when an embedding manager is present."""
         if self.embedding_manager is not None:
             return self.embedding_manager.encode([text] if isinstance(text, str) else list(text))
@@ -118,7 +161,7 @@ class LatentDiffusion(pl.LightningModule):
     def encode_first_stage(self, x: torch.Tensor):
         return self.first_stage_model.encode(x.to(self.first_stage_model.post_quant_conv.weight.dtype))
 
-    def get_first_stage_encoding(self, posterior, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def get_first_stage_encoding(self, posterior, generator: torch.Generator | None = None) -> torch.Tensor:
         z = posterior.sample(generator) if hasattr(posterior, "sample") else posterior
         return self.scale_factor * z
 
@@ -137,7 +180,7 @@ class LatentDiffusion(pl.LightningModule):
         s = self.sqrt_one_minus_alphas_cumprod[t].view(-1, *([1] * (x_start.dim() - 1)))
         return a.to(x_start.dtype) * x_start + s.to(x_start.dtype) * noise
 
-    def set_network_dtype(self, dtype: torch.dtype) -> "LatentDiffusion":
+    def set_network_dtype(self, dtype: torch.dtype) -> LatentDiffusion:
         """Cast the three networks only; the schedule buffers stay float32 for exact sigmas."""
         for net in (self.model, self.first_stage_model, self.cond_stage_model):
             net.to(dtype)
@@ -151,12 +194,14 @@ class LatentDiffusion(pl.LightningModule):
             self.objective = TextualInversionObjective(self, self.training_config)
             self.objective.prepare_networks()
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[torch.Tensor]:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
         self.embedding_manager.set_step(self.global_step)
         loss, parts = self.objective(batch)
         if not torch.isfinite(loss):
             # Stop before the optimizer sees it: the last saved embedding stays the last good one.
-            log.error("loss is %s at step %d; stopping (the last good embedding is kept)", loss.item(), self.global_step)
+            log.error(
+                "loss is %s at step %d; stopping (the last good embedding is kept)", loss.item(), self.global_step
+            )
             self.trainer.should_stop = True
             return None
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["caption"]))
@@ -170,14 +215,18 @@ class LatentDiffusion(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Resumable checkpoints keep the learned vectors only, never the frozen networks."""
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("embedding_manager.")}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k.startswith("embedding_manager.")
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint["state_dict"]
         ours = {k for k in self.state_dict() if k.startswith("embedding_manager.")}
         if set(saved) != ours:
-            raise CheckpointError(f"resume checkpoint holds {sorted(saved)[:3]}, the config expects {sorted(ours)[:3]}; "
-                                  "resume with the run's own configs")
+            raise CheckpointError(
+                f"resume checkpoint holds {sorted(saved)[:3]}, the config expects {sorted(ours)[:3]}; "
+                "resume with the run's own configs"
+            )
         checkpoint["state_dict"] = {**self.state_dict(), **saved}
 
     @torch.no_grad()

@@ -3,6 +3,7 @@
 Samplers work in the variance-exploding form x = x0 + sigma * eps with sigma = sqrt((1 - a_t) / a_t);
 this is the one place where that form is translated to the model's discrete timesteps and input scaling.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,7 +53,7 @@ class CompVisDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
         sigma = sigma.to(x.device, torch.float32)
-        c_in = (1.0 / (sigma ** 2 + 1).sqrt()).view(-1, *([1] * (x.dim() - 1)))
+        c_in = (1.0 / (sigma**2 + 1).sqrt()).view(-1, *([1] * (x.dim() - 1)))
         t = self.sigma_to_t(sigma).to(x.device)
         eps = self.inner_model.apply_model(x * c_in.to(x.dtype), t, cond)
         return x - eps.to(x.dtype) * sigma.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)

@@ -1,7 +1,8 @@
 """Classifier-free guidance: D = D(uncond) + scale * (D(cond) - D(uncond)), both halves in one batch."""
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -24,8 +25,14 @@ class CFGDenoiser:
     def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                 uncond: Optional[torch.Tensor] = None, cond_scale: float = 1.0) -> torch.Tensor:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor | None = None,
+        cond_scale: float = 1.0,
+    ) -> torch.Tensor:
         if uncond is None or cond_scale == 1.0:
             return self.denoiser(x, sigma, cond)  # scale 1 is exactly the conditional prediction
         uncond, cond = _match_length(uncond.expand(cond.shape[0], -1, -1), cond)

@@ -1,7 +1,8 @@
 """Glue from conditioning to latents: denoiser adapter + guidance + a named sampler + seeded noise."""
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -12,8 +13,9 @@ from ldm.models.diffusion.guidance import CFGDenoiser
 from ldm.models.diffusion.sampling import default_noise_sampler, get_sampler, make_sigmas
 
 
-def initial_noise(shape: Sequence[int], generator: torch.Generator, device: torch.device,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def initial_noise(
+    shape: Sequence[int], generator: torch.Generator, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Unit noise drawn on the CPU so one seed gives one image on every device."""
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
@@ -35,17 +37,30 @@ def sampler_step_count(model: nn.Module, sampler: str, steps: int, karras: bool 
 def img2img_steps(total_steps: int, strength: float) -> int:
     """Denoising steps img2img runs: round(strength x steps); strength must lie in (0, 1]."""
     if not 0.0 < float(strength) <= 1.0:
-        raise ConfigError(f"strength {strength} is outside (0, 1]; use e.g. 0.75 (higher = further from the init image)")
+        raise ConfigError(
+            f"strength {strength} is outside (0, 1]; use e.g. 0.75 (higher = further from the init image)"
+        )
     return int(round(float(strength) * total_steps))
 
 
 @torch.no_grad()
-def sample_latents(model: nn.Module, cond: torch.Tensor, uncond: Optional[torch.Tensor], *, shape: Sequence[int],
-                   generator: torch.Generator, sampler: str = "ddim", steps: int = 50, cfg_scale: float = 7.5,
-                   eta: Optional[float] = None, karras: bool = False,
-                   callback: Optional[Callable[[dict], None]] = None,
-                   denoiser: Optional[CompVisDenoiser] = None, init_latent: Optional[torch.Tensor] = None,
-                   strength: float = 1.0) -> torch.Tensor:
+def sample_latents(
+    model: nn.Module,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    *,
+    shape: Sequence[int],
+    generator: torch.Generator,
+    sampler: str = "ddim",
+    steps: int = 50,
+    cfg_scale: float = 7.5,
+    eta: float | None = None,
+    karras: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    denoiser: CompVisDenoiser | None = None,
+    init_latent: torch.Tensor | None = None,
+    strength: float = 1.0,
+) -> torch.Tensor:
     """Sample SD latents of `shape` [B, C, H/8, W/8] for contexts `cond` (and `uncond` for guidance).
 
     img2img: with `init_latent`, only the last round(strength x n) steps run, starting from the init
@@ -58,7 +73,7 @@ def sample_latents(model: nn.Module, cond: torch.Tensor, uncond: Optional[torch.
     sigmas = make_sigmas(spec, denoiser, steps, karras=karras).to(device)
     noise = initial_noise(shape, generator, device)
     if init_latent is not None:
-        sigmas = sigmas[len(sigmas) - 1 - img2img_steps(len(sigmas) - 1, strength):]
+        sigmas = sigmas[len(sigmas) - 1 - img2img_steps(len(sigmas) - 1, strength) :]
         if len(sigmas) == 1:  # nothing to denoise
             return init_latent.to(device=device, dtype=torch.float32).expand(shape).clone()
         x = init_latent.to(device=device, dtype=torch.float32) + noise * sigmas[0]
@@ -66,5 +81,12 @@ def sample_latents(model: nn.Module, cond: torch.Tensor, uncond: Optional[torch.
         x = noise * sigmas[0]
     options = {"eta": eta} if eta is not None and "eta" in spec.options else {}
     extra_args = {"cond": cond, "uncond": uncond, "cond_scale": cfg_scale}
-    return spec.fn(CFGDenoiser(denoiser), x, sigmas, extra_args=extra_args, callback=callback,
-                   noise_sampler=default_noise_sampler(x, generator), **options)
+    return spec.fn(
+        CFGDenoiser(denoiser),
+        x,
+        sigmas,
+        extra_args=extra_args,
+        callback=callback,
+        noise_sampler=default_noise_sampler(x, generator),
+        **options,
+    )

@@ -1,4 +1,5 @@
 """The DDPM noise schedule: betas and the derived per-timestep buffers, with the CompVis buffer names."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,17 +8,27 @@ import torch
 from ldm.errors import ConfigError
 
 SCHEDULE_BUFFERS = (
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
 )
 
 
-def make_beta_schedule(kind: str, n_timestep: int, linear_start: float = 1e-4, linear_end: float = 2e-2,
-                       cosine_s: float = 8e-3) -> np.ndarray:
+def make_beta_schedule(
+    kind: str, n_timestep: int, linear_start: float = 1e-4, linear_end: float = 2e-2, cosine_s: float = 8e-3
+) -> np.ndarray:
     """Betas in float64. SD v1 uses "linear", which is linear in sqrt(beta) ("scaled linear")."""
     if kind == "linear":
-        return np.linspace(linear_start ** 0.5, linear_end ** 0.5, n_timestep, dtype=np.float64) ** 2
+        return np.linspace(linear_start**0.5, linear_end**0.5, n_timestep, dtype=np.float64) ** 2
     if kind == "cosine":
         steps = np.arange(n_timestep + 1, dtype=np.float64) / n_timestep + cosine_s
         alphas = np.cos(steps / (1 + cosine_s) * np.pi / 2) ** 2

@@ -4,10 +4,12 @@ Every sampler integrates the variance-exploding probability-flow ODE
 dx/dsigma = (x - D(x; sigma)) / sigma  (Karras et al. 2022, eq. 3 with s(t) = 1),
 where D is a denoiser returning the x0 estimate. ``x`` on entry is x_T = randn * sigmas[0].
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -73,9 +75,17 @@ def fresh_noise(noise_sampler: NoiseSampler | None, x: Tensor, sigma: Tensor, si
     return noise_sampler(sigma, sigma_next)
 
 
-def report(callback: Callback | None, x: Tensor, i: int, sigma: float,
-           denoised: Tensor, sigma_hat: float | None = None) -> None:
+def report(
+    callback: Callback | None, x: Tensor, i: int, sigma: float, denoised: Tensor, sigma_hat: float | None = None
+) -> None:
     """Per-step callback with the state at the *start* of step i."""
     if callback is not None:
-        callback({"x": x, "i": i, "sigma": sigma,
-                  "sigma_hat": sigma if sigma_hat is None else sigma_hat, "denoised": denoised})
+        callback(
+            {
+                "x": x,
+                "i": i,
+                "sigma": sigma,
+                "sigma_hat": sigma if sigma_hat is None else sigma_hat,
+                "denoised": denoised,
+            }
+        )

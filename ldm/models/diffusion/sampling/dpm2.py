@@ -2,6 +2,7 @@
 
 The midpoint is taken in log-sigma, the natural time variable of the exponential integrator.
 """
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,17 @@ import math
 import torch
 from torch import Tensor
 
-from .common import (Callback, Denoiser, NoiseSampler, ancestral_step, fresh_noise, report,
-                     sigma_batch, sigma_values, to_d)
+from .common import (
+    Callback,
+    Denoiser,
+    NoiseSampler,
+    ancestral_step,
+    fresh_noise,
+    report,
+    sigma_batch,
+    sigma_values,
+    to_d,
+)
 
 
 def log_midpoint(sigma: float, sigma_next: float) -> float:
@@ -18,8 +28,7 @@ def log_midpoint(sigma: float, sigma_next: float) -> float:
     return math.exp((math.log(sigma) + math.log(sigma_next)) / 2)
 
 
-def dpm2_step(model: Denoiser, x: Tensor, d: Tensor, sigma: float, sigma_next: float,
-              extra_args: dict) -> Tensor:
+def dpm2_step(model: Denoiser, x: Tensor, d: Tensor, sigma: float, sigma_next: float, extra_args: dict) -> Tensor:
     """Move x from sigma to sigma_next using the slope at the log-midpoint.
 
     Falls back to Euler when sigma_next = 0 (log 0 has no midpoint).
@@ -33,8 +42,14 @@ def dpm2_step(model: Denoiser, x: Tensor, d: Tensor, sigma: float, sigma_next: f
 
 
 @torch.no_grad()
-def sample_dpm_2(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-                 callback: Callback | None = None, noise_sampler: NoiseSampler | None = None) -> Tensor:
+def sample_dpm_2(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
     """Deterministic second-order midpoint method; two model calls per step except the last."""
     extra_args = extra_args or {}
     sig = sigma_values(sigmas)
@@ -46,9 +61,16 @@ def sample_dpm_2(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | 
 
 
 @torch.no_grad()
-def sample_dpm_2_ancestral(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-                           callback: Callback | None = None, noise_sampler: NoiseSampler | None = None,
-                           *, eta: float = 1.0) -> Tensor:
+def sample_dpm_2_ancestral(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    *,
+    eta: float = 1.0,
+) -> Tensor:
     """DPM-2 step down to sigma_down, then fresh noise of size sigma_up (seed via ``noise_sampler``)."""
     extra_args = extra_args or {}
     sig = sigma_values(sigmas)

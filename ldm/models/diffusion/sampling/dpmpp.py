@@ -4,6 +4,7 @@ In lambda = -log sigma the VE ODE is solved exactly for a constant x0 estimate D
 x_next = (sigma_next / sigma) x + (1 - sigma_next / sigma) D. 2M replaces D by a linear
 extrapolation from the previous step's estimate, for second order at one model call per step.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,14 @@ def second_order_estimate(denoised: Tensor, denoised_prev: Tensor, h: float, h_p
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-                    callback: Callback | None = None, noise_sampler: NoiseSampler | None = None) -> Tensor:
+def sample_dpmpp_2m(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
     """First step and the step to sigma = 0 are first order (no history / infinite h)."""
     extra_args = extra_args or {}
     sig = sigma_values(sigmas)

@@ -1,16 +1,32 @@
 """Euler samplers (Karras et al. 2022, Alg. 2 without churn, and its ancestral variant)."""
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .common import (Callback, Denoiser, NoiseSampler, ancestral_step, fresh_noise, report,
-                     sigma_batch, sigma_values, to_d)
+from .common import (
+    Callback,
+    Denoiser,
+    NoiseSampler,
+    ancestral_step,
+    fresh_noise,
+    report,
+    sigma_batch,
+    sigma_values,
+    to_d,
+)
 
 
 @torch.no_grad()
-def sample_euler(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-                 callback: Callback | None = None, noise_sampler: NoiseSampler | None = None) -> Tensor:
+def sample_euler(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
     """First-order explicit Euler on the probability-flow ODE; deterministic."""
     extra_args = extra_args or {}
     sig = sigma_values(sigmas)
@@ -22,9 +38,16 @@ def sample_euler(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | 
 
 
 @torch.no_grad()
-def sample_euler_ancestral(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-                           callback: Callback | None = None, noise_sampler: NoiseSampler | None = None,
-                           *, eta: float = 1.0) -> Tensor:
+def sample_euler_ancestral(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    *,
+    eta: float = 1.0,
+) -> Tensor:
     """Euler step down to sigma_down, then add fresh noise of size sigma_up.
 
     Pass a seeded ``noise_sampler`` (see ``default_noise_sampler``) for reproducible output.

@@ -1,4 +1,5 @@
 """Heun's second-order sampler (Karras et al. 2022, Alg. 1 without churn)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,14 @@ from .common import Callback, Denoiser, NoiseSampler, report, sigma_batch, sigma
 
 
 @torch.no_grad()
-def sample_heun(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-                callback: Callback | None = None, noise_sampler: NoiseSampler | None = None) -> Tensor:
+def sample_heun(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
     """Trapezoidal predictor-corrector: two model calls per step except the last.
 
     The step to sigma = 0 stays Euler because the slope (x - D) / sigma is undefined at 0.

@@ -3,6 +3,7 @@
 The slope history d_i, d_{i-1}, ... is interpolated by a Lagrange polynomial in sigma and
 integrated exactly over [sigma_i, sigma_{i+1}]; no quadrature error, so no scipy needed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,9 +39,16 @@ def lms_coefficients(sigmas: Sequence[float], i: int, order: int) -> list[float]
 
 
 @torch.no_grad()
-def sample_lms(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-               callback: Callback | None = None, noise_sampler: NoiseSampler | None = None,
-               *, order: int = 4) -> Tensor:
+def sample_lms(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    *,
+    order: int = 4,
+) -> Tensor:
     """One model call per step; the first steps use the lower orders that history allows."""
     if order < 1:
         raise ValueError(f"LMS order must be >= 1, got {order}")

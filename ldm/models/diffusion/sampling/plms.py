@@ -5,6 +5,7 @@ over past steps (uniform in timestep index) and fed to the DDIM transfer
 x_next = x + (sigma_next - sigma) * eps'. The first step has no history, so it uses
 a pseudo improved-Euler (Heun) step costing a second model call.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,14 @@ def adams_bashforth(e_t: Tensor, past: list[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def sample_plms(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args: dict | None = None,
-                callback: Callback | None = None, noise_sampler: NoiseSampler | None = None) -> Tensor:
+def sample_plms(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
     """Deterministic; ``denoised`` in the callback is x - sigma * eps' (CompVis' pred_x0)."""
     extra_args = extra_args or {}
     sig = sigma_values(sigmas)

@@ -2,6 +2,7 @@
 
 The trailing 0 makes the last step land on the clean-data estimate.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,8 +49,9 @@ def get_sigmas_ddim(denoiser: Any, n: int) -> Tensor:
     return append_zero(denoiser.sigmas[steps].to(torch.float32))
 
 
-def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
-                      device: torch.device | str = "cpu") -> Tensor:
+def get_sigmas_karras(
+    n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device: torch.device | str = "cpu"
+) -> Tensor:
     """Karras et al. 2022 eq. 5: uniform steps in sigma^(1/rho), denser near sigma_min for rho > 1."""
     _check_steps(n)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
