@@ -144,14 +144,6 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     )
 
 
-def load_state_dict_checked(
-    model: nn.Module, sd: Mapping[str, torch.Tensor], use_ema: bool = False, source: str = "checkpoint"
-) -> None:
-    prepared = prepare_state_dict(model, sd, use_ema=use_ema, source=source)
-    check_state_dict(model, prepared, source)
-    model.load_state_dict(prepared, strict=True)
-
-
 def _assign_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], use_ema: bool, source: str) -> None:
     """Load into a model whose networks are still on the meta device: the file's tensors become the
     parameters (cast one by one where the dtype differs), so no second copy of the weights ever exists.

@@ -1,9 +1,8 @@
-"""Config instantiation, seeding and the model-loading entry points."""
+"""Config instantiation (`target:`/`params:` nodes) and seeding."""
 
 from __future__ import annotations
 
 import importlib
-import logging
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -12,8 +11,6 @@ import numpy as np
 import torch
 
 from ldm.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def get_obj_from_str(string: str) -> Any:
@@ -54,14 +51,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def load_model_from_config(config: Any, ckpt: str, **kwargs: Any) -> torch.nn.Module:
-    """Build the model of `config.model` and load the weights of `ckpt` (see ldm.model_loading)."""
-    from ldm.model_loading import load_model_from_config as _load
-
-    return _load(config, ckpt, **kwargs)
