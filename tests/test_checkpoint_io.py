@@ -245,6 +245,7 @@ def full_model():
     gc.collect()
 
 
+@pytest.mark.slow  # 1.1B parameters: ~2 minutes and ~10 GB; the tiny round trip above covers every format
 @pytest.mark.parametrize("fmt,dtype", FORMATS, ids=[f"{f}-{str(d)[6:]}" for f, d in FORMATS])
 def test_full_size_roundtrip(full_model, tmp_path, fmt, dtype):
     import gc
