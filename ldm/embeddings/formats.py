@@ -288,11 +288,11 @@ def write_embedding_file(
     terms = [embeddings] if isinstance(embeddings, LoadedEmbedding) else list(embeddings)
     if not terms or not all(isinstance(t, LoadedEmbedding) for t in terms):
         raise ConfigError(f"embedding path {path}: nothing to write; pass one or more LoadedEmbedding")
-    # Copies: normalising the vectors must not touch the caller's objects.
-    terms = [dataclasses.replace(t, vectors=as_vectors(t.vectors, f"embedding {t.name!r}", t.name)) for t in terms]
-    for t in terms:
-        if not torch.isfinite(t.vectors).all():
-            raise ConfigError(f"embedding {t.name!r} has NaN/inf values; refusing to write {path}")
+    # Copies: normalising the vectors must not touch the caller's objects (NaN/inf are refused there too).
+    terms = [
+        dataclasses.replace(t, vectors=as_vectors(t.vectors, f"embedding {t.name!r}: refusing to write {path}", t.name))
+        for t in terms
+    ]
     check_same_width(terms, f"embedding path {path}")
     fmt = _choose_format(path, format, len(terms))
     if fmt == PAPER:

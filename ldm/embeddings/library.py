@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
 from ldm.embeddings.formats import read_embedding_file
-from ldm.embeddings.loaded import EmbeddingFileError, LoadedEmbedding
+from ldm.embeddings.loaded import EmbeddingFileError, LoadedEmbedding, check_finite
 from ldm.errors import ConfigError, LdmUserError
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class EmbeddingLibrary:
                 f"embedding {term.name!r} is {term.dim} wide but this model's text encoder "
                 f"takes {self.dim}; use an embedding trained for this model"
             )
+        check_finite(term.vectors, f"embedding {term.name!r}", term.token or term.name)
         name = name or prompt_name(term)
         self._claim(f"memory:{name.lower()}", _Source("memory", [(name, term)]))
         return name

@@ -61,7 +61,19 @@ def as_vectors(value: Any, where: str, key: str) -> torch.Tensor:
     if value.shape[0] == 0 or value.shape[1] == 0:
         raise EmbeddingFileError(f"{where}: entry {key!r} has shape {tuple(value.shape)}, which holds no vectors")
     # float16/bfloat16 -> float32 is exact; detach drops a Parameter's autograd identity.
-    return value.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
+    vectors = value.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
+    check_finite(vectors, where, key)
+    return vectors
+
+
+def check_finite(vectors: torch.Tensor, where: str, key: str) -> None:
+    """Refuse NaN/inf vectors: in a prompt they make black images, in training a NaN first step."""
+    bad = int((~torch.isfinite(vectors)).sum())
+    if bad:
+        raise EmbeddingFileError(
+            f"{where}: entry {key!r} has {bad} NaN/inf value(s) of {vectors.numel()}; "
+            "the embedding is broken, use an earlier snapshot or re-train it"
+        )
 
 
 def check_same_width(terms: list[LoadedEmbedding], where: str) -> None:

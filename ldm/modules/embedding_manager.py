@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ldm.embeddings import PAPER, EmbeddingFileError, LoadedEmbedding, read_embedding_file, write_embedding_file
+from ldm.embeddings.loaded import check_finite
 from ldm.errors import ConfigError
 from ldm.modules.placeholder_tokens import PlaceholderTokens
 
@@ -268,6 +269,7 @@ class EmbeddingManager(nn.Module):
         for item in items:
             terms += [item] if isinstance(item, LoadedEmbedding) else read_embedding_file(item)
         for t in terms:
+            check_finite(t.vectors, str(t.source or t.name), t.token or t.name)  # files were checked on read
             if t.dim != self.dim:
                 raise EmbeddingFileError(
                     f"{t.source or t.name}: term {t.name!r} is {t.dim} wide but this model's text encoder takes "
