@@ -29,28 +29,28 @@ def _range_text(lo: Number | None, hi: Number | None, lo_open: bool) -> str:
 
 
 def float_problem(value: object, lo: Number | None = None, hi: Number | None = None, lo_open: bool = False) -> str:
-    """Why `value` is not a usable float in the range ('' when it is). Used by the checks below."""
+    """Why `value` is not a usable float in the range, e.g. "not a finite number; pass ..." ('' when it is)."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return f"{value!r} is not a number; pass {_range_text(lo, hi, lo_open)}"
-    if not math.isfinite(number):
-        return f"{value} is not a finite number; pass {_range_text(lo, hi, lo_open)}"
+        return f"not a number; pass {_range_text(lo, hi, lo_open)}"
+    if not math.isfinite(number):  # '1e999' parses as inf
+        return f"not a finite number; pass {_range_text(lo, hi, lo_open)}"
     below = lo is not None and (number <= lo if lo_open else number < lo)
     if below or (hi is not None and number > hi):
-        return f"{value} is out of range; pass {_range_text(lo, hi, lo_open)}"
+        return f"out of range; pass {_range_text(lo, hi, lo_open)}"
     return ""
 
 
 def finite_float(
     name: str, value: object, lo: Number | None = None, hi: Number | None = None, *, lo_open: bool = False
 ) -> float:
-    """`value` as a float, or ConfigError `"<name> <value>: <why>; pass <range>"`.
+    """`value` as a float, or ConfigError `"<name> <value>: <why>; pass <range>"` (e.g. "strength nan: not a ...").
 
     `lo`/`hi` are inclusive; `lo_open=True` makes `lo` exclusive (a learning rate must be above 0)."""
     problem = float_problem(value, lo, hi, lo_open)
     if problem:
-        raise ConfigError(f"{name}: {problem}")
+        raise ConfigError(f"{name} {value}: {problem}")
     return float(value)  # type: ignore[arg-type]
 
 
@@ -62,9 +62,9 @@ def int_in_range(name: str, value: object, lo: int | None = 1, hi: int | None = 
     except (TypeError, ValueError, OverflowError):
         whole = False
     if not whole:
-        raise ConfigError(f"{name}: {value!r} is not a whole number; pass {_int_range_text(lo, hi)}")
+        raise ConfigError(f"{name} {value}: not a whole number; pass {_int_range_text(lo, hi)}")
     if (lo is not None and number < lo) or (hi is not None and number > hi):
-        raise ConfigError(f"{name}: {value} is out of range; pass {_int_range_text(lo, hi)}")
+        raise ConfigError(f"{name} {value}: out of range; pass {_int_range_text(lo, hi)}")
     return int(number)
 
 
@@ -77,12 +77,12 @@ def _int_range_text(lo: int | None, hi: int | None) -> str:
 
 
 def float_arg(lo: Number | None = None, hi: Number | None = None, *, lo_open: bool = False) -> Callable[[str], float]:
-    """An argparse `type=`: argparse prefixes the flag's name (`argument --scale: nan is not a finite ...`)."""
+    """An argparse `type=`: argparse prefixes the flag (`argument --scale: nan is not a finite number; ...`)."""
 
     def parse(text: str) -> float:
         problem = float_problem(text, lo, hi, lo_open)
         if problem:
-            raise argparse.ArgumentTypeError(problem)
+            raise argparse.ArgumentTypeError(f"{text} is {problem}")
         return float(text)
 
     parse.__name__ = "number"  # argparse's fallback message says "invalid number value"
@@ -95,8 +95,8 @@ def int_arg(lo: int | None = 1, hi: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             return int_in_range("", text.strip(), lo, hi)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+        except ConfigError as exc:  # " 1.5: not a whole number; ..." -> "1.5 is not a whole number; ..."
+            raise argparse.ArgumentTypeError(str(exc).strip().replace(": ", " is ", 1)) from None
 
     parse.__name__ = "count"
     return parse
