@@ -23,6 +23,7 @@ from ldm.image_utils import pil_to_tensor, tensor_to_pil
 from ldm.model_loading import load_model_from_config
 from ldm.models.diffusion.sample import check_steps, img2img_steps, sample_latents, sampler_step_count
 from ldm.models.diffusion.sampling import get_sampler
+from ldm.validate import finite_float, int_in_range
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,40 @@ LATENT_FACTOR = 8  # the SD VAE downsamples by 8
 PathLike = str | Path
 
 
-def check_size(width: int, height: int) -> None:
-    for name, value in (("width", width), ("height", height)):
+# Sampling memory grows with the square of the pixel count (attention over latent pixels): 4096 px is 16x
+# SD's 1024 px practical limit already; beyond it a run would take minutes and then fail on memory.
+MAX_SIDE = 4096
+MAX_BATCH = 64  # images denoised together in one batch
+MAX_ITERATIONS = 10_000  # batches per call
+MAX_CFG_SCALE = 100.0
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what torch.Generator.manual_seed takes, with room for seed + i
+
+
+def check_size(width: int, height: int, names: tuple[str, str] = ("width", "height")) -> None:
+    """Whole multiples of 8 from 8 to MAX_SIDE px; `names` are what the user typed (e.g. "--W", "--H")."""
+    for name, value in zip(names, (width, height)):
+        value = int_in_range(name, value, None, None)
+        if value > MAX_SIDE:
+            raise ConfigError(
+                f"{name} {value}: larger than {MAX_SIDE} px, which would not fit in memory "
+                f"(sampling memory grows with the square of the pixel count); use at most {MAX_SIDE}, e.g. 512"
+            )
         if value < LATENT_FACTOR or value % LATENT_FACTOR:
             lower = max(LATENT_FACTOR, value - value % LATENT_FACTOR)
             raise ConfigError(f"{name} {value} is not a multiple of 8; use {lower} or {lower + LATENT_FACTOR}")
+
+
+def check_numbers(
+    iterations: int, batch_size: int, cfg_scale: float, ddim_eta: float, seed: int | None
+) -> tuple[int, int, float, float, int | None]:
+    """Counts and floats of one generate call, checked (finite, in range) before any work; returned as numbers."""
+    return (
+        int_in_range("iterations", iterations, 1, MAX_ITERATIONS),
+        int_in_range("batch size", batch_size, 1, MAX_BATCH),
+        finite_float("cfg_scale", cfg_scale, 0, MAX_CFG_SCALE),
+        finite_float("ddim_eta", ddim_eta, 0, 1),
+        None if seed is None else int_in_range("seed", seed, *SEED_RANGE),
+    )
 
 
 def random_seed() -> int:
@@ -165,15 +195,16 @@ class Generate:
         """
         check_size(width, height)
         check_steps(steps)
-        if iterations < 1 or batch_size < 1:
-            raise ConfigError(f"iterations ({iterations}) and batch size ({batch_size}) must be at least 1")
+        iterations, batch_size, cfg_scale, ddim_eta, seed = check_numbers(
+            iterations, batch_size, cfg_scale, ddim_eta, seed
+        )
         sampler = sampler_name or self.sampler_name
         get_sampler(sampler)
         init = load_init_image(init_img, width, height) if init_img is not None else None
         if init is not None:
-            img2img_steps(steps, strength)  # validates strength before any work
+            strength = finite_float("strength", strength, 0, 1, lo_open=True)
         model = self.load_model()
-        seed = random_seed() if seed is None else int(seed)
+        seed = random_seed() if seed is None else seed
         if cfg_scale != 1.0:  # one call: prompts of different chunk counts are padded with empty chunks
             both = self.conditioning([prompt] * batch_size + [negative_prompt] * batch_size)
             cond, uncond = both[:batch_size], both[batch_size:]

@@ -11,6 +11,7 @@ from ldm.errors import ConfigError
 from ldm.models.diffusion.denoiser import CompVisDenoiser
 from ldm.models.diffusion.guidance import CFGDenoiser
 from ldm.models.diffusion.sampling import default_noise_sampler, get_sampler, make_sigmas
+from ldm.validate import int_in_range
 
 
 def initial_noise(
@@ -23,9 +24,9 @@ def initial_noise(
 MAX_STEPS = 1000
 
 
-def check_steps(steps: int) -> None:
-    if not 1 <= int(steps) <= MAX_STEPS:
-        raise ConfigError(f"steps {steps} is out of range; use 1 to {MAX_STEPS} (e.g. 50)")
+def check_steps(steps: int, name: str = "steps") -> int:
+    """Steps as an int in [1, MAX_STEPS], or a ConfigError naming `name` (e.g. "--ddim_steps")."""
+    return int_in_range(name, steps, 1, MAX_STEPS)
 
 
 def sampler_step_count(model: nn.Module, sampler: str, steps: int, karras: bool = False) -> int:
