@@ -5,6 +5,8 @@ Emphasis (AUTOMATIC1111's rules):
   replaces the 1.1 of that level; outer levels still multiply). `\\(`, `\\)`, `\\[`, `\\]` and `\\\\` are
   literal characters. A closer with no opener is literal text; an opener never closed applies to the end.
   `BREAK` (uppercase, a whole word) ends the current 75-token chunk.
+  Weights may use exponents (`(a:1e-1)`); a weight that is not finite (`nan`, `inf`, `1e999`) or beyond
+  +-MAX_WEIGHT, or nesting so deep the product leaves that range, is a ConfigError naming the weight.
 
 Square brackets have two meanings, and the caller picks one:
   * the invoke REPL runs `split_negative` first, so `[bad hands]` becomes the negative prompt; what is left
@@ -18,11 +20,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ldm.errors import ConfigError
+from ldm.validate import float_problem
+
 ROUND = 1.1
 SQUARE = 1 / 1.1
+MAX_WEIGHT = 100.0  # |weight|: far beyond any useful emphasis (A1111 users stay within about 0..2)
 
-# One lexical unit: an escape, an opener, a ":<number>)" weight closer, a closer, or a run of plain text.
-_UNIT = re.compile(r"\\[()\[\]\\]|\(|\[|:\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)|\)|\]|\bBREAK\b|[^\\()\[\]:B]+|.", re.S)
+# One lexical unit: an escape, an opener, a ":<number>)" weight closer (nan/inf too, so they can be refused
+# rather than read as text), a closer, or a run of plain text.
+_UNIT = re.compile(
+    r"\\[()\[\]\\]|\(|\[|:\s*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:nan|inf(?:inity)?)))\s*\)"
+    r"|\)|\]|\bBREAK\b|[^\\()\[\]:B]+|.",
+    re.S,
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ def parse_prompt(prompt: str, negative_brackets: bool = False) -> list[Fragment]
         elif unit == "(" or (unit == "[" and not negative_brackets):
             stack.append((unit, len(pieces)))
         elif m.group(1) is not None and _innermost(stack, "("):
-            scale(_pop(stack, "("), float(m.group(1)))
+            scale(_pop(stack, "("), _weight(m.group(1), prompt, m.end()))
         elif unit == ")" and _innermost(stack, "("):
             scale(_pop(stack, "("), ROUND)
         elif unit == "]" and not negative_brackets and _innermost(stack, "["):
@@ -65,7 +76,31 @@ def parse_prompt(prompt: str, negative_brackets: bool = False) -> list[Fragment]
             pieces.append([unit, 1.0])
     for kind, start in reversed(stack):  # unclosed: applies to the end, as in A1111
         scale(start, ROUND if kind == "(" else SQUARE)
+    _check_products(pieces, prompt)
     return _merge(pieces)
+
+
+def _where(prompt: str, end: int) -> str:
+    """The prompt up to `end`, cut to its last 40 characters, for an error message."""
+    return repr(prompt[:end] if end <= 40 else "..." + prompt[end - 40 : end])
+
+
+def _weight(text: str, prompt: str, end: int) -> float:
+    problem = float_problem(text, -MAX_WEIGHT, MAX_WEIGHT)
+    if problem:
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        raise ConfigError(f"prompt {_where(prompt, end)}: emphasis weight {shown}: {problem}")
+    return float(text)
+
+
+def _check_products(pieces: list, prompt: str) -> None:
+    """Nested brackets multiply; refuse a product that overflows or leaves +-MAX_WEIGHT."""
+    for piece in pieces:
+        if piece is not BREAK and not abs(piece[1]) <= MAX_WEIGHT:  # also catches NaN (inf x 0)
+            raise ConfigError(
+                f"prompt {_where(prompt, len(prompt))}: emphasis on {piece[0].strip()[:30]!r} multiplies to "
+                f"{piece[1]:g}, beyond +-{MAX_WEIGHT:g}; use fewer nested brackets or a smaller (word:weight)"
+            )
 
 
 def _innermost(stack: list[tuple[str, int]], kind: str) -> bool:
