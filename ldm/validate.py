@@ -56,16 +56,29 @@ def finite_float(
 
 def int_in_range(name: str, value: object, lo: int | None = 1, hi: int | None = None) -> int:
     """`value` as an int in [lo, hi], or ConfigError naming `name` and the range (floats like 2.0 are fine)."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-        whole = math.isfinite(number) and number == int(number) and not isinstance(value, bool)
-    except (TypeError, ValueError, OverflowError):
-        whole = False
-    if not whole:
+    number = _whole(value)
+    if number is None:
         raise ConfigError(f"{name} {value}: not a whole number; pass {_int_range_text(lo, hi)}")
     if (lo is not None and number < lo) or (hi is not None and number > hi):
         raise ConfigError(f"{name} {value}: out of range; pass {_int_range_text(lo, hi)}")
-    return int(number)
+    return number
+
+
+def _whole(value: object) -> int | None:
+    """An int from an int, an integral float or a string of either ("7", "2.0", "1e3"); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())  # exact for big seeds, which a float would round
+    except ValueError:
+        pass
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
 
 
 def _int_range_text(lo: int | None, hi: int | None) -> str:
