@@ -62,15 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="skip testing after training (there is no test stage; accepted for compatibility)",
     )
-    p.add_argument("-s", "--seed", type=int, default=23, help="seed of the data order, noise and timesteps")
+    p.add_argument(
+        "-s",
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the data order, noise and timesteps (default 23; -r keeps the run's own)",
+    )
     p.add_argument("-l", "--logdir", default="logs", help="parent folder of run directories")
     p.add_argument(
         "--scale_lr",
         type=str2bool,
         nargs="?",
         const=True,
-        default=True,
-        help="lr = accumulate x devices x batch x base_lr (as the paper; --scale_lr false to disable)",
+        default=None,
+        help="lr = accumulate x devices x batch x base_lr (as the paper, the default; --scale_lr false to "
+        "disable; -r keeps the run's own)",
     )
     p.add_argument(
         "--max_steps", type=int, default=None, help="optimizer steps (overrides lightning.trainer.max_steps)"

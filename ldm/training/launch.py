@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ldm.errors import ConfigError
+from ldm.training.resume_policy import run_scale_lr, run_seed
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ def apply_cli(config: DictConfig, args: Any) -> DictConfig:
         val.params = val.get("params") or {}
         val.params.data_root, val.params.placeholder_token = train.params.data_root, train.params.placeholder_token
     model_p.training = model_p.get("training") or {}
-    model_p.training.seed = int(args.seed)
-    config.data.params.seed = int(args.seed)
+    resuming = bool(getattr(args, "resume", ""))  # -r keeps the seed and lr rule its run recorded
+    model_p.training.seed = config.data.params.seed = run_seed(config, args.seed, resuming)
+    config.scale_lr = run_scale_lr(config, getattr(args, "scale_lr", None), resuming)
     if args.precision:
         model_p.training.network_precision = args.precision
     lightning = config.setdefault("lightning", {})

@@ -84,7 +84,7 @@ def _config_and_data(args: Any, overrides: list[str]):
     if not base:
         raise ConfigError("no config: pass --base configs/stable-diffusion/v1-finetune.yaml (or -r <logdir>)")
     config = apply_cli(merge_configs(base, overrides), args)
-    seed_everything(args.seed)
+    seed_everything(config.model.params.training.seed)
     data = instantiate_from_config(config.data)
     data.prepare_data()
     data.setup("fit")  # decodes every image: a corrupt file fails here, before anything is written
@@ -130,7 +130,7 @@ def train(args: Any, overrides: list[str]) -> Path:
     devices = len(accel["devices"]) if isinstance(accel["devices"], list) else accel["devices"]
     accumulate = int(trainer_kwargs.get("accumulate_grad_batches", 1))
     model.learning_rate = scaled_lr(
-        model.learning_rate, accumulate, devices, num_nodes, int(config.data.params.batch_size), args.scale_lr
+        model.learning_rate, accumulate, devices, num_nodes, int(config.data.params.batch_size), config.scale_lr
     )
 
     every = int(OmegaConf.select(lightning_config, "modelcheckpoint.params.every_n_train_steps", default=500))
