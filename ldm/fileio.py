@@ -11,6 +11,8 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from ldm.errors import ConfigError
+
 PathLike = str | Path
 
 
@@ -20,19 +22,54 @@ def _umask() -> int:
     return mask
 
 
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders `mkdir(parents=True)` would create for `folder`, deepest first."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def check_output_dir(path: PathLike, what: str) -> Path:
+    """Refuse an output folder that cannot be made or written (a file in the way, a read-only disk) before any
+    work starts; `what` names the flag (e.g. "--outdir"). Creates nothing."""
+    path = Path(path).expanduser()
+    missing = _missing_parents(path)
+    existing = missing[-1].parent if missing else path
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise ConfigError(f"{what} {path}: not a folder{where}; pass a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {existing} is not writable; fix its permissions or pass another folder")
+    return path
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temp path beside `path`; on success it replaces `path`. On error the temp file and any
+    folders made for it are removed, so a failed write (full disk, bad path) leaves nothing behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    made = _missing_parents(path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask like open() would
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        for folder in made:  # deepest first; a folder something else wrote into meanwhile stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError) and (exc.filename is None or exc.filename == tmp):
+            # A write error (ENOSPC) names no file, or the hidden temp one: name the file the user asked for.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

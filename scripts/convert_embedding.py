@@ -15,13 +15,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ldm.cli import configure_logging, run_cli
+from ldm.cli import ArgumentParser, configure_logging, run_cli
 
 FORMAT_NAMES = ("paper", "emb_params", "diffusers", "a1111-png")  # = ldm.embeddings.FORMATS, kept import-free
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="IN", help="embedding file to read (any supported format)")
     p.add_argument("output", metavar="OUT", help="file to write; its suffix picks the format unless --format")
     p.add_argument("--format", choices=FORMAT_NAMES, default=None, help="output format (default: from OUT's suffix)")

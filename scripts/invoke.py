@@ -14,12 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ldm.cli import configure_logging, run_cli
+from ldm.cli import ArgumentParser, configure_logging, run_cli
+from ldm.generate import MAX_CFG_SCALE, SEED_RANGE
+from ldm.models.diffusion.sample import MAX_STEPS
 from ldm.models.diffusion.sampling import SAMPLERS
+from ldm.validate import float_arg, int_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/stable-diffusion/v1-inference.yaml", help="model config")
     p.add_argument(
         "--weights",
@@ -36,11 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help="auto, full/fp32, fp16 or bf16")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
     p.add_argument("--outdir", "-o", default="outputs/img-samples", help="where images go")
-    p.add_argument("--seed", type=int, default=None, help="default seed (random per command when unset)")
-    p.add_argument("--steps", type=int, default=50, help="default steps")
-    p.add_argument("--width", "-W", type=int, default=512)
-    p.add_argument("--height", "-H", type=int, default=512)
-    p.add_argument("--cfg_scale", "-C", type=float, default=7.5)
+    p.add_argument(
+        "--seed", type=int_arg(*SEED_RANGE), default=None, help="default seed (random per command when unset)"
+    )
+    p.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=50, help="default steps")
+    p.add_argument("--width", "-W", type=int_arg(None), default=512)
+    p.add_argument("--height", "-H", type=int_arg(None), default=512)
+    p.add_argument("--cfg_scale", "-C", type=float_arg(0, MAX_CFG_SCALE), default=7.5)
     p.add_argument("--from_file", help="read commands from this file ('-' = stdin) instead of the prompt")
     p.add_argument("--history_file", default=str(Path.home() / ".invoke_history"), help="readline history")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
@@ -80,12 +85,18 @@ def main(argv=None) -> int:
     configure_logging(args.verbose)
 
     def body() -> int:
+        from ldm.embeddings import read_embedding_file
         from ldm.errors import LdmUserError
-        from ldm.generate import Generate
+        from ldm.fileio import check_output_dir
+        from ldm.generate import Generate, check_size
         from ldm.invoke.session import InvokeSession
 
         if args.from_file and args.from_file != "-" and not Path(args.from_file).is_file():
             raise LdmUserError(f"--from_file {args.from_file}: no such file")
+        check_size(args.width, args.height, names=("--width", "--height"))  # before minutes of loading
+        check_output_dir(args.outdir, "--outdir")
+        for path in args.embedding_path:
+            read_embedding_file(path)  # unreadable or NaN/inf vectors: refused before the model loads
         gen = Generate(
             config=args.config,
             weights=args.weights,

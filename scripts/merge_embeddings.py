@@ -13,11 +13,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ldm.cli import configure_logging, run_cli
+from ldm.cli import ArgumentParser, configure_logging, run_cli
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", metavar="OUT", help="merged file: .pt/.ckpt/.pth (paper) or .bin/.safetensors (diffusers)")
     p.add_argument("inputs", metavar="IN", nargs="+", help="embedding files to merge (two or more)")
     p.add_argument(

@@ -8,38 +8,50 @@ import argparse
 import sys
 from pathlib import Path
 
-from ldm.cli import configure_logging, run_cli
+from ldm.cli import ArgumentParser, configure_logging, run_cli
 from ldm.errors import LdmUserError
+from ldm.generate import MAX_BATCH, MAX_CFG_SCALE, MAX_ITERATIONS, SEED_RANGE
+from ldm.models.diffusion.sample import MAX_STEPS
 from ldm.models.diffusion.sampling import SAMPLERS
+from ldm.validate import float_arg, int_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Numbers are checked while parsing (finite, in range), so a bad flag fails before the model loads.
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompt", default="a painting of a virus monster playing guitar", help="text to render")
     p.add_argument("--negative_prompt", default="", help="what the image should not show (the unconditional prompt)")
     p.add_argument("--from-file", dest="from_file", help="read one prompt per line from this file")
     p.add_argument("--outdir", default="outputs/txt2img-samples", help="where samples/ and grids go")
     p.add_argument("--skip_grid", action="store_true", help="do not write a grid of all samples")
     p.add_argument("--skip_save", action="store_true", help="do not write the individual samples")
-    p.add_argument("--ddim_steps", type=int, default=50, help="number of sampling steps")
+    p.add_argument("--ddim_steps", type=int_arg(1, MAX_STEPS), default=50, help="number of sampling steps")
     p.add_argument("--plms", action="store_true", help="use the plms sampler (same as --sampler plms)")
     p.add_argument(
         "--sampler", default=None, help=f"sampler, one of: {', '.join(SAMPLERS)} (default: ddim, or plms with --plms)"
     )
     p.add_argument("--karras", action="store_true", help="Karras et al. sigma spacing for the sampler")
     p.add_argument(
-        "--ddim_eta", type=float, default=0.0, help="eta of ddim / ancestral samplers (0 = deterministic ddim)"
+        "--ddim_eta",
+        type=float_arg(0, 1),
+        default=0.0,
+        help="eta of ddim / ancestral samplers (0 = deterministic ddim)",
     )
-    p.add_argument("--n_iter", type=int, default=1, help="batches to sample")
-    p.add_argument("--n_samples", type=int, default=1, help="images per batch (per prompt)")
-    p.add_argument("--n_rows", type=int, default=0, help="images per grid row (default: n_samples)")
-    p.add_argument("--H", type=int, default=512, help="image height in pixels (multiple of 8)")
-    p.add_argument("--W", type=int, default=512, help="image width in pixels (multiple of 8)")
-    p.add_argument("--scale", type=float, default=7.5, help="classifier-free guidance scale (1 = no guidance)")
+    p.add_argument("--n_iter", type=int_arg(1, MAX_ITERATIONS), default=1, help="batches to sample")
+    p.add_argument("--n_samples", type=int_arg(1, MAX_BATCH), default=1, help="images per batch (per prompt)")
+    p.add_argument("--n_rows", type=int_arg(0), default=0, help="images per grid row (default: n_samples)")
+    p.add_argument("--H", type=int_arg(None), default=512, help="image height in pixels (multiple of 8, up to 4096)")
+    p.add_argument("--W", type=int_arg(None), default=512, help="image width in pixels (multiple of 8, up to 4096)")
+    p.add_argument(
+        "--scale", type=float_arg(0, MAX_CFG_SCALE), default=7.5, help="classifier-free guidance scale (1 = none)"
+    )
     p.add_argument("--config", default="configs/stable-diffusion/v1-inference.yaml", help="model config")
     p.add_argument("--ckpt", default="models/ldm/stable-diffusion-v1/model.ckpt", help="SD v1 .ckpt or .safetensors")
     p.add_argument("--use_ema", action="store_true", help="use the model_ema.* weights of the checkpoint")
-    p.add_argument("--seed", type=int, default=42, help="seed; batch i uses seed + i")
+    p.add_argument("--seed", type=int_arg(*SEED_RANGE), default=42, help="seed; batch i uses seed + i")
+    p.add_argument(
+        "--embedding_path", action="append", default=[], help="a learned embedding file, any format (repeatable)"
+    )
     p.add_argument(
         "--precision", default="autocast", help="full (fp32), autocast (fp16 on GPUs, fp32 on the CPU), fp16 or bf16"
     )
@@ -54,7 +66,11 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     path = Path(args.from_file)
     if not path.is_file():
         raise LdmUserError(f"--from-file {path}: no such file; pass a text file with one prompt per line")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LdmUserError(f"--from-file {path} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise LdmUserError(f"--from-file {path} has no prompts; write one prompt per line")
     return prompts
@@ -68,14 +84,20 @@ def next_index(folder: Path, pattern: str) -> int:
 def run(args: argparse.Namespace) -> list[Path]:
     from tqdm import tqdm
 
-    from ldm.fileio import save_png
+    from ldm.embeddings import read_embedding_file
+    from ldm.fileio import check_output_dir, save_png
     from ldm.generate import Generate, check_size
     from ldm.image_utils import make_grid
-    from ldm.models.diffusion.sample import check_steps
+    from ldm.prompts.parser import parse_prompt
 
-    check_size(args.W, args.H)
-    check_steps(args.ddim_steps)
+    # Everything the user typed is checked before minutes of model loading.
+    check_size(args.W, args.H, names=("--W", "--H"))
+    outdir = check_output_dir(args.outdir, "--outdir")
     prompts = read_prompts(args)
+    for prompt in [*prompts, args.negative_prompt]:
+        parse_prompt(prompt)  # emphasis weights: (word:nan) fails here, not in the sampler
+    for path in args.embedding_path:
+        read_embedding_file(path)  # unreadable or NaN/inf vectors: refused before the model loads
     sampler = args.sampler or ("plms" if args.plms else "ddim")
     gen = Generate(
         config=args.config,
@@ -84,11 +106,12 @@ def run(args: argparse.Namespace) -> list[Path]:
         precision=args.precision,
         sampler_name=sampler,
         use_ema=args.use_ema or None,
+        embedding_paths=args.embedding_path,
     )
     gen.load_model()
-    outdir = Path(args.outdir)
+    if args.embedding_path:
+        _ = gen.prompt_encoder  # reads the files: a broken one fails now, before sampling
     sample_dir = outdir / "samples"
-    sample_dir.mkdir(parents=True, exist_ok=True)
     count = next_index(sample_dir, "*.png")
     written, all_images = [], []
     for prompt in prompts:

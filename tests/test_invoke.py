@@ -108,7 +108,7 @@ def test_bad_input_is_one_line_and_the_repl_goes_on(tiny_ckpt, tmp_path, emb_dir
     assert result.returncode == 0, result.stderr[-2000:]
     errors = [line for line in result.stdout.splitlines() if line.startswith("** ")]
     assert len(errors) == 6, result.stdout
-    assert "missing.png" in errors[1] and "strength 1.5" in errors[2] and "k_euler_a" in errors[3]
+    assert "missing.png" in errors[1] and "--strength: 1.5" in errors[2] and "k_euler_a" in errors[3]
     assert "passwd" in errors[4] or ".." in errors[4]
     assert (tmp_path / "out" / "000000.3.png").is_file()  # the session went on
     assert "wide.safetensors" in result.stderr and "sd2word" in result.stderr  # skipped, named

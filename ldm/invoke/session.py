@@ -11,8 +11,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from ldm.cli import os_error_message
 from ldm.errors import LdmUserError
-from ldm.fileio import save_png
+from ldm.fileio import check_output_dir, save_png
 from ldm.image_utils import make_grid
 from ldm.invoke.metadata import png_chunks, read_dream_command
 from ldm.invoke.switches import format_command, parse_command
@@ -62,6 +63,8 @@ class InvokeSession:
                 self._generate(line)
         except LdmUserError as exc:
             self.emit(f"** {exc}")
+        except OSError as exc:  # a full disk or an outdir that is a file fails this command, not the session
+            self.emit(f"** {os_error_message(exc)}")
         return True
 
     def _command(self, line: str) -> None:
@@ -97,7 +100,7 @@ class InvokeSession:
         if recipe.pop("log_tokenization", False):
             for text in self.gen.prompt_encoder.tokenization_report(recipe["prompt"]):
                 self.emit(text)
-        outdir = Path(recipe.pop("outdir", None) or self.outdir)
+        outdir = check_output_dir(recipe.pop("outdir", None) or self.outdir, "outdir")  # before minutes of sampling
         grid = recipe.pop("grid", False)
         results = self.gen.prompt2image(
             recipe["prompt"],

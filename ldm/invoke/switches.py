@@ -6,6 +6,9 @@ import argparse
 import shlex
 
 from ldm.errors import ConfigError
+from ldm.generate import MAX_CFG_SCALE, MAX_ITERATIONS, SEED_RANGE
+from ldm.models.diffusion.sample import MAX_STEPS
+from ldm.validate import float_arg, int_arg
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,16 +24,18 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="invoke>", add_help=False, allow_abbrev=False)
     p.add_argument("prompt", nargs="*")
-    p.add_argument("-s", "--steps", type=int)
-    p.add_argument("-S", "--seed", type=int)
-    p.add_argument("-n", "--iterations", type=int)
-    p.add_argument("-W", "--width", type=int)
-    p.add_argument("-H", "--height", type=int)
-    p.add_argument("-C", "--cfg_scale", type=float)
+    # Numbers are checked here (finite, in range) so a bad switch never reaches the sampler; the size's
+    # multiple-of-8 and memory limits are Generate's check_size.
+    p.add_argument("-s", "--steps", type=int_arg(1, MAX_STEPS))
+    p.add_argument("-S", "--seed", type=int_arg(*SEED_RANGE))
+    p.add_argument("-n", "--iterations", type=int_arg(1, MAX_ITERATIONS))
+    p.add_argument("-W", "--width", type=int_arg(None))
+    p.add_argument("-H", "--height", type=int_arg(None))
+    p.add_argument("-C", "--cfg_scale", type=float_arg(0, MAX_CFG_SCALE))
     p.add_argument("-A", "--sampler", dest="sampler_name")
     p.add_argument("-I", "--init_img")
-    p.add_argument("-f", "--strength", type=float)
-    p.add_argument("-e", "--ddim_eta", type=float)
+    p.add_argument("-f", "--strength", type=float_arg(0, 1, lo_open=True))
+    p.add_argument("-e", "--ddim_eta", type=float_arg(0, 1))
     p.add_argument("-K", "--karras", action="store_true", default=None)
     p.add_argument("-g", "--grid", action="store_true", default=None)
     p.add_argument("-o", "--outdir")
