@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ldm.errors import ConfigError
+from ldm.validate import finite_float, int_in_range
 
 NETWORK_PRECISIONS = ("fp32", "bf16", "fp16")
-_NETWORK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LR_SCHEDULES = ("constant", "a1111", "cosine")
+LATENT_SAMPLING = ("once", "deterministic", "random")
+KEY = "model.params.training"  # where the configs keep these options; errors name the full key
+
+if TYPE_CHECKING:
+    import torch
 
 
 def network_dtype(precision: str) -> torch.dtype:
     """The torch dtype of a `training.network_precision` name (one of NETWORK_PRECISIONS)."""
-    if precision not in _NETWORK_DTYPES:
+    import torch  # here, not at the top: main.py checks a config without waiting for torch to import
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
         raise ConfigError(f"network precision {precision!r} is unknown; choose one of: {', '.join(NETWORK_PRECISIONS)}")
-    return _NETWORK_DTYPES[precision]
+    return dtypes[precision]
 
 
 @dataclass
@@ -55,14 +62,43 @@ class TrainingConfig:
         return config
 
     def validate(self) -> None:
-        if self.network_precision not in NETWORK_PRECISIONS:
-            raise ConfigError(
-                f"training.network_precision {self.network_precision!r}; choose one of: {', '.join(NETWORK_PRECISIONS)}"
-            )
+        """Check every value and store it with its proper type (dotlist overrides arrive as strings)."""
+        self.network_precision = _choice("network_precision", self.network_precision, NETWORK_PRECISIONS)
+        self.lr_schedule = _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.latent_sampling = _choice("latent_sampling", self.latent_sampling, LATENT_SAMPLING)
+        self.seed = int_in_range(f"{KEY}.seed", self.seed, -(2**63), 2**64 - 1)  # what torch.manual_seed takes
+        self.lr_warmup_steps = int_in_range(f"{KEY}.lr_warmup_steps", self.lr_warmup_steps, 0)
+        self.log_every_n_steps = int_in_range(f"{KEY}.log_every_n_steps", self.log_every_n_steps, 1)
+        self.min_lr = finite_float(f"{KEY}.min_lr", self.min_lr, 0)
+        self.weight_decay = finite_float(f"{KEY}.weight_decay", self.weight_decay, 0)
+        if self.min_snr_gamma is not None:
+            self.min_snr_gamma = finite_float(f"{KEY}.min_snr_gamma", self.min_snr_gamma, 0, lo_open=True)
+        if self.embedding_reg_weight is not None:
+            self.embedding_reg_weight = finite_float(f"{KEY}.embedding_reg_weight", self.embedding_reg_weight, 0)
+        self.gradient_checkpointing = _flag("gradient_checkpointing", self.gradient_checkpointing)
+        self.channels_last = _flag("channels_last", self.channels_last)
         if self.lr_schedule_string:
             from ldm.training.lr_schedule import parse_a1111_schedule
 
-            parse_a1111_schedule(self.lr_schedule_string)  # fail at start-up, not at step 1
+            self.lr_schedule_string = str(self.lr_schedule_string)
+            try:
+                parse_a1111_schedule(self.lr_schedule_string)  # fail at start-up, not at step 1
+            except ConfigError as exc:
+                raise ConfigError(f"{KEY}.lr_schedule_string: {exc}") from None
             self.lr_schedule = "a1111"
-        if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
-            raise ConfigError(f"training.min_snr_gamma must be positive, got {self.min_snr_gamma}")
+        elif self.lr_schedule == "a1111":
+            raise ConfigError(
+                f"{KEY}.lr_schedule a1111 needs {KEY}.lr_schedule_string, e.g. '0.005:100, 1e-3:1000, 1e-5'"
+            )
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{KEY}.{name}={value!r} is unknown; choose one of: {', '.join(choices)}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{KEY}.{name}={value!r} is not true or false")
+    return value

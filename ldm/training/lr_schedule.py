@@ -29,8 +29,8 @@ def parse_a1111_schedule(text: str) -> list[tuple[float, int | None]]:
                 "separated by commas, e.g. '0.005:100, 1e-3:1000, 1e-5'"
             )
         lr, until = float(m.group(1)), (int(m.group(2)) if m.group(2) else None)
-        if lr <= 0:
-            raise ConfigError(f"learning rate schedule {text!r}: learning rate {lr} must be positive")
+        if not math.isfinite(lr) or lr <= 0:  # '1e999' reads as inf
+            raise ConfigError(f"learning rate schedule {text!r}: learning rate {m.group(1)} must be a positive number")
         if until is None and i != len(pieces) - 1:
             raise ConfigError(f"learning rate schedule {text!r}: only the last entry may omit ':step'")
         if until is not None and out and out[-1][1] is not None and until <= out[-1][1]:
