@@ -65,7 +65,7 @@ def parse_prompt(prompt: str, negative_brackets: bool = False) -> list[Fragment]
         elif unit == "(" or (unit == "[" and not negative_brackets):
             stack.append((unit, len(pieces)))
         elif m.group(1) is not None and _innermost(stack, "("):
-            scale(_pop(stack, "("), _weight(m.group(1), prompt, m.end()))
+            scale(_pop(stack, "("), _weight(m.group(1), prompt, m.start()))
         elif unit == ")" and _innermost(stack, "("):
             scale(_pop(stack, "("), ROUND)
         elif unit == "]" and not negative_brackets and _innermost(stack, "["):
@@ -85,11 +85,14 @@ def _where(prompt: str, end: int) -> str:
     return repr(prompt[:end] if end <= 40 else "..." + prompt[end - 40 : end])
 
 
-def _weight(text: str, prompt: str, end: int) -> float:
+def _weight(text: str, prompt: str, colon: int) -> float:
+    """The number of a `(words:<text>)` closer whose colon is at `colon`; refused with the bracket quoted."""
     problem = float_problem(text, -MAX_WEIGHT, MAX_WEIGHT)
     if problem:
         shown = text if len(text) <= 24 else text[:20] + "..."
-        raise ConfigError(f"prompt {_where(prompt, end)}: emphasis weight {shown}: {problem}")
+        opener = prompt.rfind("(", 0, colon)
+        words = prompt[opener:colon] if colon - opener <= 30 else prompt[opener : opener + 26] + "..."
+        raise ConfigError(f"prompt emphasis '{words}:{shown})': the weight is {problem}")
     return float(text)
 
 
