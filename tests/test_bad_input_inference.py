@@ -229,3 +229,33 @@ def test_invoke_session_reports_each_bad_line_and_writes_the_next_good_image(tin
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == len(bad_lines) + 1 and not [n for n in written if n.startswith(".")]  # no temp files
     assert not Path("/proc/invoke-bad-outdir").exists() and files["file"].is_file()
+
+
+def test_invoke_session_survives_a_full_disk_and_goes_on(tmp_path, monkeypatch):
+    """ENOSPC while saving fails that one command with a line naming the file; the next command writes."""
+    import errno
+
+    from ldm.invoke.session import InvokeSession
+
+    class StubGenerate:
+        weights, use_library = None, False
+
+        def prompt2image(self, prompt, seed=None, **kwargs):
+            return [(Image.new("RGB", (8, 8), (seed, 0, 0)), seed)]
+
+    real_save = Image.Image.save
+    calls = []
+
+    def save_once_full(self, fp, *args, **kwargs):
+        calls.append(fp)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_once_full)
+    lines: list[str] = []
+    defaults = dict(steps=2, iterations=1, width=8, height=8, cfg_scale=7.5, sampler_name="ddim", strength=0.75)
+    session = InvokeSession(StubGenerate(), tmp_path, {**defaults, "ddim_eta": 0.0, "karras": False}, lines.append)
+    assert session.handle('"a cat" -S 1') and session.handle('"a cat" -S 2')
+    assert lines[0].startswith(f"** {tmp_path / '000000.1.png'}: No space left on device; free some disk space")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000.2.png"]  # no temp file from the failed write

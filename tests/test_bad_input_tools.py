@@ -154,6 +154,21 @@ def test_convert_and_merge_refuse_broken_files_and_write_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "bad.safetensors", "good.pt"]
 
 
+def test_training_refuses_a_nan_embedding_manager_ckpt_before_the_run_directory(tiny_ckpt, tmp_path):
+    """main.py --embedding_manager_ckpt: never a NaN first training step; nothing is created."""
+    from train_helpers import make_concept, run_main, train_args
+
+    _paper(tmp_path / "nan.pt", broken(float("nan"), n=1))
+    data = make_concept(tmp_path / "data", n=2)
+    args = train_args(tiny_ckpt, data, tmp_path / "logs", 2, ("--embedding_manager_ckpt", str(tmp_path / "nan.pt")))
+    result = run_main(args, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    assert "nan.pt" in errors[0] and "NaN/inf" in errors[0]
+    assert not (tmp_path / "logs").exists()
+
+
 # -- the file system says no -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "code, words",
