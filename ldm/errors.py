@@ -18,3 +18,7 @@ class CheckpointError(LdmUserError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A pickle that would import or call something outside the allow-list."""
+
+
+class TrainingDivergedError(LdmUserError):
+    """The loss or the learned vectors became NaN/inf; the last good embedding was kept."""

@@ -1,4 +1,8 @@
-"""Write the learned embedding: `embeddings_gs-N.pt` every N steps and `embeddings.pt` (latest)."""
+"""Write the learned embedding: `embeddings_gs-N.pt` every N steps and `embeddings.pt` (latest).
+
+Never a non-finite one: vectors that turn NaN/inf in a step stop the run, and `embeddings.pt` then holds
+the vectors from before that step (the last good embedding).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from ldm.errors import TrainingDivergedError
+from ldm.training.objective import diverged
+
 log = logging.getLogger(__name__)
 
 
@@ -15,18 +22,28 @@ class EmbeddingSnapshot(pl.Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 500, sd_checkpoint: str | None = None):
         self.dirpath, self.every = Path(dirpath), int(every_n_steps)
         self.sd_checkpoint = sd_checkpoint
+        self._good: list[torch.Tensor] = []  # the vectors before the current step (a few KB)
+        self._good_step = 0
 
-    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, with_step: bool) -> None:
+    def save(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, with_step: bool, step: int | None = None
+    ) -> None:
         manager = pl_module.embedding_manager
-        if trainer.global_rank != 0 or not all(torch.isfinite(p).all() for p in manager.embedding_parameters()):
+        if trainer.global_rank != 0 or not _finite(pl_module):
             return
-        step = trainer.global_step
+        step = trainer.global_step if step is None else step
         if with_step:
             manager.save(self.dirpath / f"embeddings_gs-{step}.pt", step=step, checkpoint=self.sd_checkpoint)
         manager.save(self.dirpath / "embeddings.pt", step=step, checkpoint=self.sd_checkpoint)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._good = [p.detach().clone() for p in pl_module.embedding_manager.embedding_parameters()]
+        self._good_step = trainer.global_step
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        if not _finite(pl_module):
+            raise diverged(step, "the learned vectors became NaN/inf")
         if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", None) != step:
             self._last = step
             self.save(trainer, pl_module, with_step=True)
@@ -34,6 +51,22 @@ class EmbeddingSnapshot(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         check_ranks_agree(trainer, pl_module)
         self.save(trainer, pl_module, with_step=False)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A diverged step: put the vectors from before it back and write them as embeddings.pt."""
+        if not isinstance(exception, TrainingDivergedError):
+            return
+        if _finite(pl_module):  # a NaN loss stops the step before the optimizer: these are the good ones
+            self.save(trainer, pl_module, with_step=False)
+            return
+        with torch.no_grad():
+            for param, good in zip(pl_module.embedding_manager.embedding_parameters(), self._good):
+                param.copy_(good)
+        self.save(trainer, pl_module, with_step=False, step=self._good_step)
+
+
+def _finite(pl_module: pl.LightningModule) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in pl_module.embedding_manager.embedding_parameters())
 
 
 def check_ranks_agree(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -194,16 +194,9 @@ class LatentDiffusion(pl.LightningModule):
             self.objective = TextualInversionObjective(self, self.training_config)
             self.objective.prepare_networks()
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         self.embedding_manager.set_step(self.global_step)
-        loss, parts = self.objective(batch)
-        if not torch.isfinite(loss):
-            # Stop before the optimizer sees it: the last saved embedding stays the last good one.
-            log.error(
-                "loss is %s at step %d; stopping (the last good embedding is kept)", loss.item(), self.global_step
-            )
-            self.trainer.should_stop = True
-            return None
+        loss, parts = self.objective(batch)  # raises TrainingDivergedError on a NaN/inf loss
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["caption"]))
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=True, batch_size=len(batch["caption"]))
