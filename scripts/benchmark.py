@@ -1,16 +1,21 @@
 #!/usr/bin/env python
-"""Speed and memory of textual-inversion training steps and of sampling, side by side with diffusers.
+"""Speed and memory of textual-inversion training and of sampling, side by side with diffusers.
 
-  train   our training step (cached latents, frozen networks in --precision, fp32 vectors) against the
-          step of diffusers' examples/textual_inversion/textual_inversion.py and a bare UNet
-          forward+backward-to-context (the floor), on the same weights
+  train --against diffusers --diffusers_example PATH
+          main.py against diffusers' examples/textual_inversion/textual_inversion.py itself (the file
+          at PATH, run as a user runs it; it needs `pip install accelerate`), same weights, concept,
+          size, batch 1 and precision. Each side trains --short_steps and --long_steps in fresh
+          processes; (long - short wall time) / (long - short steps) is its time per step.
+  train --against floor
+          our training step in one process (the objective main.py uses) against a bare diffusers UNet
+          forward + backward to the text context: nothing of textual inversion is cheaper
   sample  Generate (DDIM, batched classifier-free guidance) against StableDiffusionPipeline (DDIM)
 
-Each side runs in a fresh process, alternating over --rounds; prints JSON with time per step and per
-sample, samples/s, peak memory (RSS on CPU, allocated VRAM on CUDA) and the ratios ours / theirs.
-Without --ckpt a full-size SD v1 model with random weights is written once to --cache.
+Sides alternate over --rounds in fresh processes; prints JSON with times, peak memory (RSS on CPU,
+allocated VRAM on CUDA) and the ratios ours / theirs. Without --ckpt a full-size SD v1 model with random
+weights is written once to --cache (and, for the example, once more as a diffusers folder beside it).
 
-  python scripts/benchmark.py train --against diffusers --resolution 256 --precision bf16
+  python scripts/benchmark.py train --against diffusers --diffusers_example textual_inversion.py
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=("train", "sample"))
     p.add_argument(
-        "--against", choices=("diffusers", "none"), default="diffusers", help="baseline (default: diffusers)"
+        "--against", choices=("diffusers", "floor", "none"), default="diffusers", help="baseline (default: diffusers)"
     )
+    p.add_argument("--diffusers_example", help="train --against diffusers: path of diffusers' textual_inversion.py")
+    p.add_argument("--short_steps", type=int, default=3, help="train --against diffusers: steps of the short runs")
+    p.add_argument("--long_steps", type=int, default=9, help="train --against diffusers: steps of the long runs")
     p.add_argument("--ckpt", help="an SD v1 .ckpt/.safetensors (default: random full-size weights)")
     p.add_argument(
         "--cache",
@@ -42,19 +50,85 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="dtype of the frozen networks")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--steps", type=int, default=5, help="measured steps (train) or images batches (sample) per run")
-    p.add_argument("--warmup", type=int, default=2, help="unmeasured steps first")
+    p.add_argument("--steps", type=int, default=5, help="measured steps (floor) or image batches (sample) per run")
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (floor, sample)")
     p.add_argument("--rounds", type=int, default=2, help="runs per side, alternating the order")
     p.add_argument("--sample_steps", type=int, default=20, help="sampler steps per image (sample)")
     p.add_argument("--cfg_scale", type=float, default=7.5)
-    p.add_argument("--no_floor", action="store_true", help="train: skip the bare-UNet floor")
     p.add_argument("--gradient_checkpointing", action="store_true", help="ours: trade compute for memory")
     p.add_argument("--channels_last", action="store_true", help="ours: UNet in channels_last memory format")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the UNet")
     p.add_argument("--threads", type=int, default=None, help="torch threads per side (default: torch's choice)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds any one run may take (a hang guard)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.resolution % 8 or args.resolution < 64:
+        raise ConfigError(f"--resolution {args.resolution}; use a multiple of 8, at least 64")
+    for name in ("batch", "steps", "rounds", "sample_steps", "short_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1")
+    if args.long_steps <= args.short_steps:
+        raise ConfigError(f"--long_steps {args.long_steps} must be more than --short_steps {args.short_steps}")
+    if args.ckpt and not Path(args.ckpt).is_file():
+        raise ConfigError(f"--ckpt {args.ckpt} does not exist")
+    if args.task == "sample" and args.against == "floor":
+        raise ConfigError("--against floor is a training baseline; sample compares with diffusers or none")
+    if args.task == "train" and args.against == "diffusers":
+        if not args.diffusers_example:
+            raise ConfigError(
+                "train --against diffusers runs diffusers' example itself: pass --diffusers_example "
+                "PATH/examples/textual_inversion/textual_inversion.py (or --against floor)"
+            )
+        if not Path(args.diffusers_example).is_file():
+            raise ConfigError(f"--diffusers_example {args.diffusers_example} does not exist")
+        if args.batch != 1 or args.device != "cpu":
+            raise ConfigError("train --against diffusers runs batch 1 on the CPU; drop --batch/--device")
+
+
+def _against_the_example(args: argparse.Namespace, ckpt: str) -> dict:
+    from ldm.benchmark.real_example import against_the_example
+
+    return against_the_example(
+        args.diffusers_example,
+        ckpt,
+        Path(args.cache).parent,
+        resolution=args.resolution,
+        precision=args.precision,
+        threads=args.threads,
+        rounds=args.rounds,
+        short=args.short_steps,
+        long=args.long_steps,
+        timeout=args.timeout,
+    )
+
+
+def _side_by_side(args: argparse.Namespace, ckpt: str) -> dict:
+    from ldm.benchmark.run import benchmark
+
+    spec = {
+        "task": args.task,
+        "ckpt": ckpt,
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "precision": args.precision,
+        "device": args.device,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "sample_steps": args.sample_steps,
+        "cfg_scale": args.cfg_scale,
+        "threads": args.threads,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+    }
+    sides = ["ours"]
+    if args.against != "none":
+        sides.append("floor" if args.task == "train" else "diffusers")
+    return benchmark(spec, sides, args.rounds)
 
 
 def main(argv=None) -> int:
@@ -62,39 +136,14 @@ def main(argv=None) -> int:
     configure_logging(args.verbose)
 
     def body() -> int:
-        from ldm.benchmark.run import benchmark
         from ldm.benchmark.weights import random_checkpoint
 
-        if args.resolution % 8 or args.resolution < 64:
-            raise ConfigError(f"--resolution {args.resolution}; use a multiple of 8, at least 64")
-        for name in ("batch", "steps", "rounds", "sample_steps"):
-            if getattr(args, name) < 1:
-                raise ConfigError(f"--{name} must be at least 1")
-        if args.ckpt and not Path(args.ckpt).is_file():
-            raise ConfigError(f"--ckpt {args.ckpt} does not exist")
+        check_args(args)
         ckpt = args.ckpt or str(random_checkpoint(args.cache))
-        spec = {
-            "task": args.task,
-            "ckpt": ckpt,
-            "resolution": args.resolution,
-            "batch": args.batch,
-            "precision": args.precision,
-            "device": args.device,
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "sample_steps": args.sample_steps,
-            "cfg_scale": args.cfg_scale,
-            "threads": args.threads,
-            "gradient_checkpointing": args.gradient_checkpointing,
-            "channels_last": args.channels_last,
-            "compile": args.compile,
-        }
-        sides = ["ours"]
-        if args.against == "diffusers":
-            sides.append("diffusers")
-        if args.task == "train" and not args.no_floor:
-            sides.append("floor")
-        result = benchmark(spec, sides, args.rounds)
+        if args.task == "train" and args.against == "diffusers":
+            result = _against_the_example(args, ckpt)
+        else:
+            result = _side_by_side(args, ckpt)
         text = json.dumps(result, indent=2)
         if args.out:
             Path(args.out).write_text(text + "\n")

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sd_helpers import ROOT
 
+from ldm.benchmark import real_example
 from ldm.benchmark.memory import PeakMemory, release_memory, rss_bytes
+from ldm.benchmark.real_example import LAUNCHER, Setup, example_command, main_command, per_step, round_order
 from ldm.benchmark.run import summarise
+from ldm.errors import ConfigError
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 
@@ -47,6 +53,10 @@ def test_summary_takes_median_of_runs_and_worst_peaks():
         (["train", "--resolution", "100"], "--resolution 100"),
         (["sample", "--steps", "0"], "--steps must be at least 1"),
         (["train", "--ckpt", "missing.safetensors"], "--ckpt missing.safetensors does not exist"),
+        (["train", "--against", "diffusers"], "pass --diffusers_example"),
+        (["train", "--diffusers_example", "nowhere/textual_inversion.py"], "--diffusers_example nowhere/"),
+        (["train", "--short_steps", "5", "--long_steps", "5"], "--long_steps 5 must be more than --short_steps 5"),
+        (["sample", "--against", "floor"], "--against floor is a training baseline"),
     ],
 )
 def test_bad_input_is_one_line(args, needle):
@@ -58,3 +68,92 @@ def test_bad_input_is_one_line(args, needle):
 def test_help():
     r = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and "--against" in r.stdout
+
+
+def test_rounds_alternate_sides_and_flip_their_order():
+    first, second = round_order(0), round_order(1)
+    assert [side for side, _ in first] == ["ours", "diffusers", "ours", "diffusers"]
+    assert second == first[::-1]
+    assert sorted(first) == sorted(second)  # every round runs each side short and long once
+
+
+def test_time_per_step_cancels_start_up():
+    start_up, step = 40.0, 2.5
+    assert per_step(start_up + 3 * step, start_up + 9 * step, 3, 9) == pytest.approx(step)
+
+
+def test_both_sides_train_the_same_job(tmp_path):
+    setup = Setup(Path("ex/textual_inversion.py"), Path("folder"), Path("sd.safetensors"), Path("concept"), 320, "bf16")
+    ours, theirs = main_command(setup, 9, tmp_path), example_command(setup, 9, tmp_path)
+    assert {
+        "--max_steps=9",
+        "--precision=bf16",
+        "data.params.batch_size=1",
+        "data.params.train.params.size=320",
+    } <= set(ours)
+    assert f"--actual_resume={Path('sd.safetensors')}" in ours and f"--data_root={Path('concept')}" in ours
+    assert {"--max_train_steps=9", "--mixed_precision=bf16", "--train_batch_size=1", "--resolution=320"} <= set(theirs)
+    assert (
+        f"--pretrained_model_name_or_path={Path('folder')}" in theirs
+        and f"--train_data_dir={Path('concept')}" in theirs
+    )
+    assert theirs[1] == str(LAUNCHER) and theirs[2] == str(Path("ex/textual_inversion.py"))
+
+
+def test_compare_measures_each_side_from_real_processes(monkeypatch, tmp_path):
+    """Fake training scripts that take 0.2 s (ours) and 0.4 s (theirs) per step after a start-up."""
+
+    def fake(per_step_s):
+        return lambda s, steps, out: [sys.executable, "-c", f"import time; time.sleep(0.3 + {steps} * {per_step_s})"]
+
+    monkeypatch.setattr(real_example, "main_command", fake(0.2))
+    monkeypatch.setattr(real_example, "example_command", fake(0.4))
+    setup = Setup(tmp_path, tmp_path, tmp_path, tmp_path)
+    result = real_example.compare(setup, rounds=2, short=1, long=3, timeout=120)
+    assert len(result["rounds"]) == 2 and len(result["ratios"]) == 2
+    # sleeping processes: the per-step estimate is exact up to process start-up jitter
+    assert result["sides"]["ours"]["median_step_s"] == pytest.approx(0.2, abs=0.1)
+    assert result["sides"]["diffusers"]["median_step_s"] == pytest.approx(0.4, abs=0.1)
+    assert result["ratio_median_of_rounds"] == pytest.approx(0.5, abs=0.25)
+    assert result["sides"]["ours"]["process_peak_gib"] > 0
+
+
+def test_a_failing_run_is_one_line_naming_it(tmp_path):
+    cmd = [sys.executable, "-c", "import sys; sys.exit('example: something broke')"]
+    with pytest.raises(ConfigError, match="failed .*something broke"):
+        real_example.timed_run(cmd, {}, timeout=60)
+
+
+def test_stand_in_flip_draws_from_torch_like_torchvision():
+    sys.path.insert(0, str(LAUNCHER.parent / "lib"))
+    try:
+        from torchvision.transforms import RandomHorizontalFlip
+    finally:
+        sys.path.pop(0)
+        sys.modules.pop("torchvision", None)
+        sys.modules.pop("torchvision.transforms", None)
+    image = Image.fromarray(np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3))
+    assert np.array_equal(np.array(RandomHorizontalFlip(p=1.0)(image)), np.array(image)[:, ::-1])
+    assert RandomHorizontalFlip(p=0.0)(image) is image
+    torch.manual_seed(3)
+    flips = [RandomHorizontalFlip(p=0.5)(image) is not image for _ in range(32)]
+    torch.manual_seed(3)
+    assert flips == [bool(torch.rand(1) < 0.5) for _ in range(32)]
+
+
+def test_launcher_hides_the_stand_in_from_the_libraries(tmp_path):
+    """The example sees the stand-in; transformers and diffusers still find no torchvision."""
+    example = tmp_path / "example.py"
+    example.write_text(
+        "import sys\n"
+        "from torchvision import transforms\n"
+        "import transformers.utils.import_utils as t\n"
+        "import diffusers.utils.import_utils as d\n"
+        "print(transforms.RandomHorizontalFlip.__name__, t.is_torchvision_available(), d.is_torchvision_available(),"
+        " sys.argv[1:], sys.path[0])\n"
+    )
+    r = subprocess.run(
+        [sys.executable, str(LAUNCHER), str(example), "--flag", "x"], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["RandomHorizontalFlip", "False", "False", "['--flag',", "'x']", str(tmp_path)]

@@ -55,14 +55,8 @@ def _train(spec: dict):
             model.model.diffusion_model = torch.compile(model.model.diffusion_model)
         trainer.warm_cache()
         return trainer.step
-    from ldm.benchmark.diffusers_side import DiffusersTrainer, load_components, unet_floor_step
+    from ldm.benchmark.diffusers_side import load_components, unet_floor_step
 
-    if side == "diffusers":
-        parts = load_components(spec["ckpt"], dtype, like_example=True)
-        trainer = DiffusersTrainer(
-            {k: (v.to(device) if hasattr(v, "to") else v) for k, v in parts.items()}, dtype, res, bs
-        )
-        return lambda: trainer.step(g)
     if side == "floor":
         unet = load_components(spec["ckpt"], dtype)["unet"].to(device).requires_grad_(False)  # as the example: frozen
         latents = torch.randn(bs, 4, res // 8, res // 8, generator=g).to(device, dtype)
