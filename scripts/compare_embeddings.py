@@ -15,13 +15,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ldm.cli import configure_logging, run_cli
+from ldm.cli import ArgumentParser, configure_logging, run_cli
+from ldm.generate import MAX_CFG_SCALE
+from ldm.models.diffusion.sample import MAX_STEPS
+from ldm.validate import float_arg, int_arg
 
 SAMPLER_NAMES = ("ddim", "plms", "k_euler", "k_euler_a", "k_heun", "k_lms")  # checked again by ldm
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="SD v1 .ckpt or .safetensors")
     p.add_argument(
         "--config", default="configs/stable-diffusion/v1-finetune.yaml", help="model config (default: %(default)s)"
@@ -41,10 +44,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="placeholder to add when the config has no personalization_config (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=42, help="seed of every cell (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=30, help="sampling steps (default: %(default)s)")
+    p.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=30, help="sampling steps (default: %(default)s)")
     p.add_argument("--H", type=int, default=512, help="cell height in pixels, multiple of 8 (default: %(default)s)")
     p.add_argument("--W", type=int, default=512, help="cell width in pixels, multiple of 8 (default: %(default)s)")
-    p.add_argument("--scale", type=float, default=7.5, help="classifier-free guidance scale (default: %(default)s)")
+    p.add_argument(
+        "--scale",
+        type=float_arg(0, MAX_CFG_SCALE),
+        default=7.5,
+        help="classifier-free guidance scale (default: %(default)s)",
+    )
     p.add_argument("--sampler", default="k_lms", help=f"one of {', '.join(SAMPLER_NAMES)} (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
     p.add_argument(

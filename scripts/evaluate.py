@@ -21,7 +21,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ldm.cli import configure_logging, run_cli
+from ldm.cli import ArgumentParser, configure_logging, run_cli
+from ldm.generate import MAX_CFG_SCALE
+from ldm.models.diffusion.sample import MAX_STEPS
+from ldm.validate import float_arg, int_arg
 
 
 # -- clip ------------------------------------------------------------------------------------------------
@@ -44,7 +47,9 @@ def add_clip_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--prompt", required=True, help='the prompt the images were generated with, e.g. "a photo of *"')
     p.add_argument("--placeholder", default="*", help="placeholder to remove from the prompt (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
-    p.add_argument("--batch_size", type=int, default=32, help="images per CLIP batch (default: %(default)s)")
+    p.add_argument(
+        "--batch_size", type=int_arg(1, 4096), default=32, help="images per CLIP batch (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
     p.set_defaults(run=run_clip)
 
@@ -91,15 +96,15 @@ def add_toy_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--config", default="configs/toy-world/inference.yaml", help="model config (default: %(default)s)")
     p.add_argument("--weights", default="models/toy-world/toy-world.safetensors", help="(default: %(default)s)")
     p.add_argument("--classifier", default="models/toy-world/classifier.safetensors", help="(default: %(default)s)")
-    p.add_argument("--samples", type=int, default=32, help="K images per prompt (default: %(default)s)")
+    p.add_argument("--samples", type=int_arg(1, 100_000), default=32, help="K images per prompt (default: %(default)s)")
     p.add_argument(
         "--backgrounds",
         default=None,
         help="comma-separated background colours for editability (default: 4 spread over the palette)",
     )
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default: %(default)s)")
+    p.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=25, help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default="ddim", help="(default: %(default)s)")
-    p.add_argument("--cfg_scale", type=float, default=5.0, help="(default: %(default)s)")
+    p.add_argument("--cfg_scale", type=float_arg(0, MAX_CFG_SCALE), default=5.0, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=1000, help="first seed; every prompt form uses the same seeds")
     p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
     p.set_defaults(run=run_toy)
@@ -142,7 +147,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)  # flags every subcommand takes
     common.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
