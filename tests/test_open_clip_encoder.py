@@ -100,6 +100,32 @@ def test_tiny_state_dict_round_trips_through_safetensors_strictly(tmp_path):
         assert torch.equal(copy.cond_stage_model.encode_tokens(tokens), original.cond_stage_model.encode_tokens(tokens))
 
 
+def test_loads_strictly_through_the_project_loader_at_cond_stage_model(tmp_path):
+    """The tiny SD config with this encoder as cond_stage_config: saved, then read back by
+    load_model_from_config (meta build, every key accounted for), gives the same conditioning."""
+    from omegaconf import OmegaConf
+    from sd_helpers import TINY_CONFIG, load_config
+
+    from ldm.model_loading import build_model, load_model_from_config
+
+    cfg = load_config(TINY_CONFIG)
+    cfg.model.params.cond_stage_config = OmegaConf.create(
+        {
+            "target": "ldm.modules.encoders.open_clip.FrozenOpenCLIPEmbedder",
+            "params": {"arch": "ViT-H-14", "layer": "penultimate", "freeze": True, "text_config": TINY},
+        }
+    )
+    torch.manual_seed(0)
+    model = randomize_(build_model(cfg.model), seed=5).eval()
+    sd = model.state_dict()
+    assert {k for k in sd if k.startswith("cond_stage_model.")} == set(_design_keys(width=32, layers=3))
+    torch.save({"state_dict": sd}, tmp_path / "tiny-sd2.ckpt")
+    loaded = load_model_from_config(cfg, tmp_path / "tiny-sd2.ckpt")
+    assert isinstance(loaded.cond_stage_model, FrozenOpenCLIPEmbedder)
+    with torch.no_grad():
+        assert torch.equal(loaded.cond_stage_model.encode(PROMPTS[:2]), model.cond_stage_model.encode(PROMPTS[:2]))
+
+
 # -- tokenizer -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def clip_tokenizer():
