@@ -13,11 +13,21 @@ import argparse
 import logging
 import sys
 
-# Old configs name these as main.DataModuleFromConfig / main.ImageLogger.
-from ldm.callbacks import ImageLogger  # noqa: F401  (re-exported for config targets)
-from ldm.cli import run_cli
-from ldm.data.datamodule import DataModuleFromConfig  # noqa: F401
+from ldm.cli import ArgumentParser, run_cli
 from ldm.errors import LdmUserError
+from ldm.validate import int_arg
+
+# Old configs name these as main.DataModuleFromConfig / main.ImageLogger; imported on use, so a refused
+# run never waits for Lightning to import.
+_REEXPORTS = {"ImageLogger": "ldm.callbacks", "DataModuleFromConfig": "ldm.data.datamodule"}
+
+
+def __getattr__(name: str):
+    if name in _REEXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_REEXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def str2bool(value: str) -> bool:
@@ -31,7 +41,7 @@ def str2bool(value: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # errors: one line
     p.add_argument(
         "-b",
         "--base",
@@ -52,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--embedding_manager_ckpt", default="", help="start from an existing embedding file (any format)")
     p.add_argument("--gpus", default=None, help="GPU indices, e.g. '0,' or '0,1'; omit for CPU")
-    p.add_argument("--num_nodes", type=int, default=1, help="machines for DDP (with torchrun/SLURM)")
+    p.add_argument("--num_nodes", type=int_arg(1), default=1, help="machines for DDP (with torchrun/SLURM)")
     p.add_argument(
         "--no-test",
         dest="no_test",
@@ -80,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "disable; -r keeps the run's own)",
     )
     p.add_argument(
-        "--max_steps", type=int, default=None, help="optimizer steps (overrides lightning.trainer.max_steps)"
+        "--max_steps", type=int_arg(1), default=None, help="optimizer steps (overrides lightning.trainer.max_steps)"
     )
     p.add_argument(
         "--precision",
@@ -101,15 +111,26 @@ def main(argv=None) -> int:
         stream=sys.stdout,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from ldm.training.run import debug_dataset, train
+    from ldm.training.launch import check_inputs
+    from ldm.training.resume_policy import RunFinished
 
     def body() -> int:
-        if args.debug_dataset:
-            print("\n".join(debug_dataset(args, overrides)))
-            return 0
-        if not args.train and not args.resume:
+        if not args.debug_dataset and not args.train and not args.resume:
             raise LdmUserError("nothing to do; pass -t to train (or -r <logdir> to resume)")
-        print(f"run directory: {train(args, overrides)}")
+        try:
+            # Every input checked before Lightning and the model are even imported: a refused run is quick.
+            check_inputs(args, overrides, training=not args.debug_dataset)
+            from ldm.training.lightning_logs import route_lightning_logs
+            from ldm.training.run import debug_dataset, train
+
+            route_lightning_logs()  # after Lightning's import, which adds its own stderr handler
+
+            if args.debug_dataset:
+                print("\n".join(debug_dataset(args, overrides)))
+            else:
+                print(f"run directory: {train(args, overrides)}")
+        except RunFinished as done:  # -r of a finished run: nothing to train is not an error
+            print(done)
         return 0
 
     return run_cli(body)

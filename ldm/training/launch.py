@@ -15,8 +15,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ldm.errors import ConfigError
-from ldm.training.resume_policy import run_scale_lr, run_seed
+from ldm.errors import CheckpointError, ConfigError
+from ldm.training.config_files import merge_configs
+from ldm.training.config_numbers import validate_numbers
+from ldm.training.resume_policy import check_unfinished, run_scale_lr, run_seed
+from ldm.training.start_weights import resolve_start_weights
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +32,6 @@ def parse_gpus(value: str | None) -> list[int] | None:
     if not parts or not all(p.isdigit() for p in parts):
         raise ConfigError(f"--gpus {value!r} is not a list of GPU indices; write e.g. '0,' or '0,1' (or omit for CPU)")
     return sorted({int(p) for p in parts})
-
-
-def merge_configs(base: list[str], overrides: list[str]) -> DictConfig:
-    for path in base:
-        if not Path(path).is_file():
-            raise ConfigError(f"--base {path}: no such config file")
-    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
-    if bad:
-        raise ConfigError(f"unknown argument {bad[0]!r}; config overrides look like data.params.batch_size=4")
-    return OmegaConf.merge(*[OmegaConf.load(p) for p in base], OmegaConf.from_dotlist(overrides))
 
 
 def _as_list(value: Any) -> list:
@@ -100,30 +93,25 @@ def apply_cli(config: DictConfig, args: Any) -> DictConfig:
     if steps <= 0:
         raise ConfigError(f"max_steps must be positive, got {trainer.get('max_steps')}; pass --max_steps N")
     validate_numbers(config)
-    if args.actual_resume:
-        config.actual_resume = str(args.actual_resume)
     return config
 
 
-def config_int(config: DictConfig, key: str, default: int, minimum: int = 0) -> int:
-    """An integer config value, or a one-line error naming the key (dotlist overrides arrive as strings)."""
-    value = OmegaConf.select(config, key, default=default)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r} is not a whole number; e.g. {key}={default}") from None
-    if number < minimum:
-        raise ConfigError(f"{key}={number} must be at least {minimum}")
-    return number
-
-
-def validate_numbers(config: DictConfig) -> None:
-    """Check the integers the run relies on before anything is built."""
-    config_int(config, "data.params.batch_size", 2, minimum=1)
-    config_int(config, "data.params.num_workers", 0)
-    config_int(config, "lightning.trainer.accumulate_grad_batches", 1, minimum=1)
-    config_int(config, "lightning.modelcheckpoint.params.every_n_train_steps", 500)
-    config_int(config, "lightning.trainer.max_steps", 1, minimum=1)
+def check_inputs(args: Any, overrides: list[str], training: bool = True) -> tuple[ResumeInfo | None, DictConfig]:
+    """Everything main.py is given, checked before anything is built or written (and before Lightning is
+    imported): the -r checkpoint, the configs and overrides, every number, and the weights to start from."""
+    resume = resolve_resume(args.resume) if args.resume else None
+    base = (resume.configs if resume else []) + list(args.base)
+    if not base:
+        raise ConfigError("no config: pass --base configs/stable-diffusion/v1-finetune.yaml (or -r <logdir>)")
+    config = apply_cli(merge_configs(base, overrides), args)
+    if training:
+        if resume:  # nothing left to train: say so before anything is built
+            check_unfinished(resume.logdir, resume.step, int(config.lightning.trainer.max_steps))
+        parse_gpus(args.gpus)
+        weights = resolve_start_weights(config, args.actual_resume)
+        if weights:
+            config.actual_resume = weights  # recorded in the run's config, so -r starts from the same file
+    return resume, config
 
 
 def run_name(data_root: Any, name: str, postfix: str = "", now: str | None = None) -> tuple[str, str]:
@@ -139,6 +127,7 @@ class ResumeInfo:
     logdir: Path
     ckpt: Path
     configs: list[str]
+    step: int = 0  # the optimizer step the checkpoint was saved at
 
 
 def resolve_resume(resume: str) -> ResumeInfo:
@@ -156,4 +145,21 @@ def resolve_resume(resume: str) -> ResumeInfo:
     configs = sorted(str(p) for p in (logdir / "configs").glob("*-project.yaml"))
     if not configs:
         raise ConfigError(f"-r {resume}: {logdir / 'configs'} holds no *-project.yaml to rebuild the run from")
-    return ResumeInfo(logdir, ckpt, configs[-1:])
+    return ResumeInfo(logdir, ckpt, configs[-1:], _saved_step(resume, ckpt))
+
+
+def _saved_step(resume: str, ckpt: Path) -> int:
+    """Read the checkpoint now, before anything is built: a corrupt file is one line, not a Trainer banner first."""
+    from ldm.safe_load import safe_torch_load
+
+    try:
+        state = safe_torch_load(ckpt)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"-r {resume}: {exc}".removesuffix("; pass a .ckpt/.pt/.safetensors weights file")
+            + "; start a new run from its checkpoints/embeddings.pt with --embedding_manager_ckpt"
+        ) from None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or step < 0 or not isinstance(state.get("state_dict"), dict):
+        raise CheckpointError(f"-r {resume}: {ckpt} is not a training checkpoint of this project (no global_step)")
+    return step

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -17,7 +18,8 @@ from ldm.callbacks import EmbeddingSnapshot, LossCurve, ResumeCheckpoint, SetupC
 from ldm.errors import ConfigError
 from ldm.training.checkpoint_io import AtomicCheckpointIO
 from ldm.training.config import network_dtype
-from ldm.training.launch import apply_cli, merge_configs, parse_gpus, resolve_resume, run_name
+from ldm.training.launch import check_inputs, parse_gpus, run_name
+from ldm.training.start_weights import RANDOM_INIT, random_init_requested
 from ldm.util import instantiate_from_config, seed_everything
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def accelerator_args(gpus: list[int] | None, num_nodes: int, cpu_processes: int 
 
 
 def build_model(config: DictConfig, actual_resume: str | None, embedding_ckpt: str | None) -> pl.LightningModule:
+    """The model from `actual_resume`; None only for a config that asked for model.params.random_init."""
     from ldm.model_loading import load_model_from_config
 
     if actual_resume:
@@ -52,8 +55,12 @@ def build_model(config: DictConfig, actual_resume: str | None, embedding_ckpt: s
         precision = OmegaConf.select(config, "model.params.training.network_precision", default="fp32")
         model = load_model_from_config(config, actual_resume, device="cpu", dtype=network_dtype(precision))
     else:
-        log.warning("no --actual_resume: the networks keep their random initialisation (tests and toy configs only)")
-        model = instantiate_from_config(config.model)
+        if not random_init_requested(config):  # resolve_start_weights refuses this; never train random by accident
+            raise ConfigError("no weights to train from: pass --actual_resume <Stable Diffusion .ckpt/.safetensors>")
+        log.warning("%s: true: the networks keep their random initialisation", RANDOM_INIT)
+        model_config = copy.deepcopy(config.model)
+        model_config.params.pop("random_init")
+        model = instantiate_from_config(model_config)
     if embedding_ckpt:
         model.embedding_manager.load(embedding_ckpt)
     lr = float(config.model.get("base_learning_rate", 5e-3))
@@ -78,12 +85,9 @@ def scaled_lr(base_lr: float, accumulate: int, devices: int, num_nodes: int, bat
     return lr
 
 
-def _config_and_data(args: Any, overrides: list[str]):
-    resume = resolve_resume(args.resume) if args.resume else None
-    base = (resume.configs if resume else []) + list(args.base)
-    if not base:
-        raise ConfigError("no config: pass --base configs/stable-diffusion/v1-finetune.yaml (or -r <logdir>)")
-    config = apply_cli(merge_configs(base, overrides), args)
+def _config_and_data(args: Any, overrides: list[str], training: bool = True):
+    """The checked inputs (launch.check_inputs), then the data: every image is decoded before anything is written."""
+    resume, config = check_inputs(args, overrides, training)
     seed_everything(config.model.params.training.seed)
     data = instantiate_from_config(config.data)
     data.prepare_data()
@@ -95,7 +99,7 @@ def debug_dataset(args: Any, overrides: list[str], n: int = 8) -> list[str]:
     """--debug_dataset: the captions and token ids the run would train on."""
     from ldm.modules.encoders.tokenizer import load_tokenizer
 
-    _, _, data = _config_and_data(args, overrides)
+    _, _, data = _config_and_data(args, overrides, training=False)
     tokenizer = load_tokenizer()
     return [
         f"k={k} image={index} flip={int(flip)} caption={caption!r} ids={tokenizer(caption).input_ids}"
@@ -111,8 +115,6 @@ def train(args: Any, overrides: list[str]) -> Path:
     lightning_config = config.pop("lightning", OmegaConf.create())
     trainer_kwargs = OmegaConf.to_container(lightning_config.get("trainer", {}), resolve=True)
     actual_resume = config.get("actual_resume")
-    if actual_resume and not Path(actual_resume).is_file():
-        raise ConfigError(f"--actual_resume {actual_resume}: no such checkpoint file")
     model = build_model(config, actual_resume, args.embedding_manager_ckpt)
 
     if resume:
@@ -151,6 +153,8 @@ def train(args: Any, overrides: list[str]) -> Path:
     trainer_kwargs = {
         k: v for k, v in trainer_kwargs.items() if k not in ("gpus", "accelerator", "devices", "strategy")
     }
+    # Lightning's summary table lists frozen modules "in eval mode": noise for textual inversion; opt in to see it.
+    trainer_kwargs.setdefault("enable_model_summary", False)
     trainer = pl.Trainer(
         **trainer_kwargs,
         **accel,
@@ -162,7 +166,7 @@ def train(args: Any, overrides: list[str]) -> Path:
         logger=_loggers(logdir),
         log_every_n_steps=model.training_config.log_every_n_steps,
     )
-    start_step = _resume_step(resume.ckpt) if resume else 0
+    start_step = resume.step if resume else 0
     data.set_start_batch(start_step * accumulate)
     trainer.fit(model, data, ckpt_path=str(resume.ckpt) if resume else None)
     return logdir
@@ -188,9 +192,3 @@ def _loggers(logdir: Path) -> list:
     except (ImportError, ModuleNotFoundError):
         log.info("tensorboard is not installed; losses go to the CSV log only")
     return loggers
-
-
-def _resume_step(ckpt: Path) -> int:
-    from ldm.safe_load import safe_torch_load
-
-    return int(safe_torch_load(ckpt).get("global_step", 0))
