@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,12 +16,20 @@ from PIL.PngImagePlugin import PngInfo
 from ldm.errors import ConfigError
 
 PathLike = str | Path
+FULL_BELOW = 1 << 20  # bytes free under which a failed write is taken for a full disk
 
 
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it is to set it
     os.umask(mask)
     return mask
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW
+    except OSError:
+        return False
 
 
 def _missing_parents(folder: Path) -> list[Path]:
@@ -60,6 +70,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask like open() would
         os.replace(tmp, path)
     except BaseException as exc:
+        # torch.save and safetensors report a full disk as RuntimeError/SafetensorError: ask the disk,
+        # before the temp file is removed and its space comes back.
+        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and _disk_full(path.parent)
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         for folder in made:  # deepest first; a folder something else wrote into meanwhile stays
@@ -67,6 +80,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
                 folder.rmdir()
             except OSError:
                 break
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         if isinstance(exc, OSError) and (exc.filename is None or exc.filename == tmp):
             # A write error (ENOSPC) names no file, or the hidden temp one: name the file the user asked for.
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc

@@ -54,9 +54,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _lines(args: argparse.Namespace):
     if args.from_file:
+        from ldm.errors import LdmUserError
+
         stream = sys.stdin if args.from_file == "-" else open(args.from_file, encoding="utf-8")
-        with stream:
-            yield from stream
+        try:
+            with stream:
+                yield from stream
+        except UnicodeDecodeError as exc:
+            raise LdmUserError(
+                f"--from_file {args.from_file} is not UTF-8 text ({exc.reason}); save it as UTF-8"
+            ) from None
         return
     try:
         import readline

@@ -10,6 +10,7 @@ import copy
 import errno
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -202,7 +203,31 @@ def test_failed_write_leaves_no_temp_file_and_no_new_folders(tmp_path, monkeypat
 def test_a_write_error_names_the_file_asked_for(tmp_path):
     """ENOSPC from a write carries no file name; the atomic writer adds the target's (not the temp file's)."""
     with pytest.raises(OSError) as err, atomic_path(tmp_path / "out.png"):
-        with open("/dev/full", "wb") as fh:  # a real ENOSPC from the kernel (Linux)
-            fh.write(b"x" * 65536)
+        fd = os.open("/dev/full", os.O_WRONLY)  # a real ENOSPC from the kernel (Linux); never O_CREAT in /dev
+        try:
+            os.write(fd, b"x" * 65536)
+        finally:
+            os.close(fd)
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_library_write_errors_on_a_full_disk_become_enospc(tmp_path, monkeypatch):
+    """torch.save / safetensors report a full disk as RuntimeError; the atomic writer asks the disk."""
+    import shutil
+
+    from ldm import fileio
+
+    def failing_write(path):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"part")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 896 vs 790")
+
+    with pytest.raises(RuntimeError, match="enforce fail"):  # disk not full: a real bug stays a bug
+        failing_write(tmp_path / "a.pt")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage._replace(free=4096))
+    with pytest.raises(OSError) as err:
+        failing_write(tmp_path / "sub" / "b.pt")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "sub" / "b.pt")
     assert list(tmp_path.iterdir()) == []
