@@ -26,10 +26,14 @@ def _recorded(config: DictConfig, key: str, flag: str, given: object, default: o
         return default if saved is None else saved
     if resuming and saved is not None and given != saved:
         raise ConfigError(
-            f"{flag} {given}: the run being resumed trained with {flag} {saved}; a resumed run keeps it "
-            f"(omit {flag}), or start a new run with -t"
+            f"{flag} {_text(given)}: the run being resumed trained with {flag} {_text(saved)}; a resumed run "
+            f"keeps it (omit {flag}), or start a new run with -t"
         )
     return given
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def run_seed(config: DictConfig, given: int | None, resuming: bool) -> int:
