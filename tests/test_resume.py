@@ -204,3 +204,17 @@ def test_resume_policy_prefers_the_flag_then_the_record_then_the_default(tmp_pat
     check_unfinished(tmp_path, 10, 11)
     with pytest.raises(RunFinished, match="--max_steps 20"):
         check_unfinished(tmp_path, 10, 10)
+
+
+@pytest.mark.parametrize("kind", ["rich", "tqdm"])
+def test_progress_bar_counts_the_whole_run(kind):
+    """After a resume at batch 130 of 400 the bar reads 'train 131/400', not 'Epoch 0/-2 131/270'."""
+    from types import SimpleNamespace
+
+    from ldm.callbacks.step_progress import DESCRIPTION, RichStepProgressBar, TQDMStepProgressBar
+
+    bar = RichStepProgressBar() if kind == "rich" else TQDMStepProgressBar()
+    bar._trainer = SimpleNamespace(max_steps=400, accumulate_grad_batches=2, global_step=130)
+    assert bar.total_train_batches == 800
+    if kind == "rich":
+        assert bar._get_train_description(0) == DESCRIPTION

@@ -15,6 +15,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from ldm.callbacks import EmbeddingSnapshot, LossCurve, ResumeCheckpoint, SetupCallback
+from ldm.callbacks.step_progress import step_progress_bar
 from ldm.errors import ConfigError
 from ldm.training.checkpoint_io import AtomicCheckpointIO
 from ldm.training.config import network_dtype
@@ -149,6 +150,8 @@ def train(args: Any, overrides: list[str]) -> Path:
                 {"target": _target(cb_config.target), "params": {**cb_params, "logdir": str(logdir)}}
             )
         )
+    if trainer_kwargs.get("enable_progress_bar", True):
+        callbacks.append(step_progress_bar())  # 'train 130/400' across resumes, not 'Epoch 0/-2 130/270'
     strategy = DDPStrategy(find_unused_parameters=True) if devices * num_nodes > 1 else "auto"
     trainer_kwargs = {
         k: v for k, v in trainer_kwargs.items() if k not in ("gpus", "accelerator", "devices", "strategy")
