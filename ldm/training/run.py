@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
@@ -150,7 +151,7 @@ def train(args: Any, overrides: list[str]) -> Path:
                 {"target": _target(cb_config.target), "params": {**cb_params, "logdir": str(logdir)}}
             )
         )
-    if trainer_kwargs.get("enable_progress_bar", True):
+    if trainer_kwargs.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(step_progress_bar())  # 'train 130/400' across resumes, not 'Epoch 0/-2 130/270'
     strategy = DDPStrategy(find_unused_parameters=True) if devices * num_nodes > 1 else "auto"
     trainer_kwargs = {
