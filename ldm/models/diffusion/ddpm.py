@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ldm.errors import CheckpointError, ConfigError
+from ldm.models.diffusion.parameterization import check_parameterization
 from ldm.models.diffusion.schedule import make_beta_schedule, schedule_buffers
 from ldm.training.config import TrainingConfig
 from ldm.training.objective import TextualInversionObjective
@@ -100,9 +101,7 @@ class LatentDiffusion(pl.LightningModule):
         unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED - set(TrainingConfig.TOP_LEVEL_KEYS))
         if unknown:
             log.warning("LatentDiffusion ignores unknown config keys: %s", ", ".join(unknown))
-        if parameterization != "eps":
-            raise ConfigError(f"parameterization {parameterization!r}: this project supports SD v1 (eps) models")
-        self.parameterization = parameterization
+        self.parameterization = check_parameterization(parameterization)  # "eps" or "v"; the config decides
         self.num_timesteps = int(timesteps)
         self.scale_factor = float(scale_factor)
         self.use_ema = use_ema  # read by the loader: take `model_ema.*` weights from the file

@@ -1,7 +1,9 @@
-"""Adapter from a CompVis eps-prediction model to the samplers' denoiser contract D(x, sigma) -> x0.
+"""Adapter from a CompVis model (eps or v prediction) to the samplers' denoiser contract D(x, sigma) -> x0.
 
 Samplers work in the variance-exploding form x = x0 + sigma * eps with sigma = sqrt((1 - a_t) / a_t);
-this is the one place where that form is translated to the model's discrete timesteps and input scaling.
+this is the one place where that form is translated to the model's discrete timesteps, input scaling and
+parameterization (see ldm.models.diffusion.scalings), so every sampler, DDIM and PLMS included, works
+unchanged with v models.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ldm.models.diffusion.parameterization import check_parameterization
+from ldm.models.diffusion.scalings import get_scalings
+
 
 class CompVisDenoiser(nn.Module):
-    def __init__(self, model: nn.Module, quantize: bool = False):
+    def __init__(self, model: nn.Module, quantize: bool = False, parameterization: str | None = None):
         super().__init__()
         self.inner_model = model
+        # the model's own config decides; models without the attribute are CompVis eps models
+        chosen = parameterization if parameterization is not None else getattr(model, "parameterization", "eps")
+        self.parameterization = check_parameterization(chosen)
         ac = model.alphas_cumprod.detach().to(torch.float32)
         self.register_buffer("sigmas", ((1 - ac) / ac).sqrt(), persistent=False)
         self.register_buffer("log_sigmas", self.sigmas.log(), persistent=False)
@@ -53,7 +61,10 @@ class CompVisDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
         sigma = sigma.to(x.device, torch.float32)
-        c_in = (1.0 / (sigma**2 + 1).sqrt()).view(-1, *([1] * (x.dim() - 1)))
+        shape = (-1, *([1] * (x.dim() - 1)))
+        c_skip, c_out, c_in = (
+            c if isinstance(c, float) else c.view(shape).to(x.dtype) for c in get_scalings(self.parameterization, sigma)
+        )
         t = self.sigma_to_t(sigma).to(x.device)
-        eps = self.inner_model.apply_model(x * c_in.to(x.dtype), t, cond)
-        return x - eps.to(x.dtype) * sigma.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        out = self.inner_model.apply_model(x * c_in, t, cond)
+        return x * c_skip + out.to(x.dtype) * c_out
