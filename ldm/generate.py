@@ -35,7 +35,7 @@ PathLike = str | Path
 # Sampling memory grows with the square of the pixel count (attention over latent pixels): 4096 px is 16x
 # SD's 1024 px practical limit already; beyond it a run would take minutes and then fail on memory.
 MAX_SIDE = 4096
-MAX_BATCH = 64  # images denoised together in one batch
+MAX_BATCH_PIXELS = 64 * 512 * 512  # pixels denoised together: 64 images of 512x512, 16 of 1024x1024, 1 of 4096
 MAX_ITERATIONS = 10_000  # batches per call
 MAX_CFG_SCALE = 100.0
 SEED_RANGE = (-(2**63), 2**63 - 1)  # what torch.Generator.manual_seed takes, with room for seed + i
@@ -55,13 +55,26 @@ def check_size(width: int, height: int, names: tuple[str, str] = ("width", "heig
             raise ConfigError(f"{name} {value} is not a multiple of 8; use {lower} or {lower + LATENT_FACTOR}")
 
 
+def check_batch(batch_size: int, width: int, height: int, name: str = "batch size") -> int:
+    """Images per batch: at least 1, and no more pixels at once than MAX_BATCH_PIXELS (memory)."""
+    batch_size = int_in_range(name, batch_size, 1, None)
+    most = max(1, MAX_BATCH_PIXELS // (int(width) * int(height)))
+    if batch_size > most:
+        raise ConfigError(
+            f"{name} {batch_size}: more than {most} images of {width}x{height} px at once, which would not fit "
+            f"in memory; use at most {most} per batch and more batches"
+        )
+    return batch_size
+
+
 def check_numbers(
-    iterations: int, batch_size: int, cfg_scale: float, ddim_eta: float, seed: int | None
+    iterations: int, batch_size: int, cfg_scale: float, ddim_eta: float, seed: int | None, width: int, height: int
 ) -> tuple[int, int, float, float, int | None]:
-    """Counts and floats of one generate call, checked (finite, in range) before any work; returned as numbers."""
+    """Counts and floats of one generate call, checked (finite, in range) before any work; returned as numbers.
+    `width` and `height` must have passed check_size."""
     return (
         int_in_range("iterations", iterations, 1, MAX_ITERATIONS),
-        int_in_range("batch size", batch_size, 1, MAX_BATCH),
+        check_batch(batch_size, width, height),
         finite_float("cfg_scale", cfg_scale, 0, MAX_CFG_SCALE),
         finite_float("ddim_eta", ddim_eta, 0, 1),
         None if seed is None else int_in_range("seed", seed, *SEED_RANGE),
@@ -196,7 +209,7 @@ class Generate:
         check_size(width, height)
         check_steps(steps)
         iterations, batch_size, cfg_scale, ddim_eta, seed = check_numbers(
-            iterations, batch_size, cfg_scale, ddim_eta, seed
+            iterations, batch_size, cfg_scale, ddim_eta, seed, width, height
         )
         sampler = sampler_name or self.sampler_name
         get_sampler(sampler)

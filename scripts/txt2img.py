@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ldm.cli import ArgumentParser, configure_logging, run_cli
 from ldm.errors import LdmUserError
-from ldm.generate import MAX_BATCH, MAX_CFG_SCALE, MAX_ITERATIONS, SEED_RANGE
+from ldm.generate import MAX_CFG_SCALE, MAX_ITERATIONS, SEED_RANGE
 from ldm.models.diffusion.sample import MAX_STEPS
 from ldm.models.diffusion.sampling import SAMPLERS
 from ldm.validate import float_arg, int_arg
@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="eta of ddim / ancestral samplers (0 = deterministic ddim)",
     )
     p.add_argument("--n_iter", type=int_arg(1, MAX_ITERATIONS), default=1, help="batches to sample")
-    p.add_argument("--n_samples", type=int_arg(1, MAX_BATCH), default=1, help="images per batch (per prompt)")
+    p.add_argument("--n_samples", type=int_arg(1), default=1, help="images per batch (per prompt)")
     p.add_argument("--n_rows", type=int_arg(0), default=0, help="images per grid row (default: n_samples)")
     p.add_argument("--H", type=int_arg(None), default=512, help="image height in pixels (multiple of 8, up to 4096)")
     p.add_argument("--W", type=int_arg(None), default=512, help="image width in pixels (multiple of 8, up to 4096)")
@@ -86,12 +86,13 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     from ldm.embeddings import read_embedding_file
     from ldm.fileio import check_output_dir, save_png
-    from ldm.generate import Generate, check_size
+    from ldm.generate import Generate, check_batch, check_size
     from ldm.image_utils import make_grid
     from ldm.prompts.parser import parse_prompt
 
     # Everything the user typed is checked before minutes of model loading.
     check_size(args.W, args.H, names=("--W", "--H"))
+    check_batch(args.n_samples, args.W, args.H, "--n_samples")
     outdir = check_output_dir(args.outdir, "--outdir")
     prompts = read_prompts(args)
     for prompt in [*prompts, args.negative_prompt]:
