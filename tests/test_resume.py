@@ -29,13 +29,15 @@ def concept(tmp_path_factory) -> Path:
 
 
 def family_args(family: str, tiny_ckpt: Path, concept: Path, logdir: Path, steps: int = STEPS) -> list[str]:
-    """A fresh run of one shipped config family. -s and --scale_lr are given here only: -r must keep them."""
-    if family == "tiny-sd1":
-        base = ["--base", str(TINY_FINETUNE), "--actual_resume", str(tiny_ckpt)]
-        base += ["--data_root", str(concept), "--init_word", "sculpture", "--scale_lr", "false"]
-    else:
-        base = ["--base", str(TOY_CONFIG), "--actual_resume", str(TOY_WEIGHTS)]
-        base += ["--data_root", str(ROOT / "training_data" / "toy-purple-star"), "--init_word", "shape"]
+    """A fresh run of one shipped config family. -s and --scale_lr are given here only: -r must keep them.
+    A new family (SD 2.x, SDXL) adds its tiny config here and a resume test below."""
+    families = {
+        "tiny-sd1": ["--base", str(TINY_FINETUNE), "--actual_resume", str(tiny_ckpt), "--data_root", str(concept)]
+        + ["--init_word", "sculpture", "--scale_lr", "false"],
+        "toy-world": ["--base", str(TOY_CONFIG), "--actual_resume", str(TOY_WEIGHTS)]
+        + ["--data_root", str(ROOT / "training_data" / "toy-purple-star"), "--init_word", "shape"],
+    }
+    base = families[family]
     every = f"lightning.modelcheckpoint.params.every_n_train_steps={EVERY}"
     return [*base, "-t", "-n", "resume", "-l", str(logdir), "--max_steps", str(steps), "-s", "7", every]
 
