@@ -1,7 +1,9 @@
 """Write the learned embedding: `embeddings_gs-N.pt` every N steps and `embeddings.pt` (latest).
 
-Never a non-finite one: vectors that turn NaN/inf in a step stop the run, and `embeddings.pt` then holds
-the vectors from before that step (the last good embedding).
+Never a non-finite one: a step whose loss or vectors turn NaN/inf stops the run (TrainingDivergedError, one
+line), and `embeddings.pt` then holds the vectors from before that step (the last good embedding). The loss
+is not refused before the optimizer step: under DDP a NaN on one rank reaches every rank's vectors through
+the gradient all-reduce, so all ranks stop at the same step instead of one waiting forever for the others.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import lightning.pytorch as pl
 import torch
 
 from ldm.errors import TrainingDivergedError
-from ldm.training.objective import diverged
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class EmbeddingSnapshot(pl.Callback):
         self.sd_checkpoint = sd_checkpoint
         self._good: list[torch.Tensor] = []  # the vectors before the current step (a few KB)
         self._good_step = 0
+        self._bad_loss = ""  # "NaN"/"inf" once a batch of the current step had a non-finite loss
 
     def save(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, with_step: bool, step: int | None = None
@@ -42,8 +44,15 @@ class EmbeddingSnapshot(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if not _finite(pl_module):
-            raise diverged(step, "the learned vectors became NaN/inf")
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not self._bad_loss and not torch.isfinite(loss).all():
+            self._bad_loss = "NaN" if torch.isnan(loss).any() else "inf"
+        what = f"loss is {self._bad_loss}" if self._bad_loss else "the learned vectors became NaN/inf"
+        # One process stops at the bad loss; DDP ranks stop together once the shared vectors show it.
+        if not _finite(pl_module) or (self._bad_loss and trainer.world_size == 1):
+            raise diverged(self._good_step + 1, what)
+        if step != self._good_step:  # the optimizer stepped and the vectors are fine: a new step begins
+            self._bad_loss = ""
         if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", None) != step:
             self._last = step
             self.save(trainer, pl_module, with_step=True)
@@ -56,7 +65,7 @@ class EmbeddingSnapshot(pl.Callback):
         """A diverged step: put the vectors from before it back and write them as embeddings.pt."""
         if not isinstance(exception, TrainingDivergedError):
             return
-        if _finite(pl_module):  # a NaN loss stops the step before the optimizer: these are the good ones
+        if _finite(pl_module):  # a bad loss in a batch that did not step: these are the good ones
             self.save(trainer, pl_module, with_step=False)
             return
         with torch.no_grad():
@@ -79,3 +88,16 @@ def check_ranks_agree(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Non
     if spread > 0:
         raise RuntimeError(f"DDP ranks disagree on the learned vectors (max difference {spread:.3g})")
     log.info("vectors synchronised across %d ranks", trainer.world_size)
+
+
+def diverged(step: int, what: str) -> TrainingDivergedError:
+    """The one-line error of a run stopped at `step` (1-based), naming what to change."""
+    if step <= 1:
+        return TrainingDivergedError(
+            f"step {step}: {what}; embeddings.pt holds the starting embedding; check --init_word or "
+            "--embedding_manager_ckpt, or lower the learning rate (model.base_learning_rate)"
+        )
+    return TrainingDivergedError(
+        f"step {step}: {what}; embeddings.pt holds the last good embedding (step {step - 1}); lower the learning "
+        "rate (model.base_learning_rate) and go on from it with --embedding_manager_ckpt"
+    )

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from ldm.errors import TrainingDivergedError
 from ldm.training.config import TrainingConfig, network_dtype
 from ldm.training.latent_cache import LatentCache
 from ldm.training.loss import diffusion_loss
@@ -64,9 +63,7 @@ class TextualInversionObjective:
             eps, noise, t, m.alphas_cumprod, self.config.min_snr_gamma, mask.to(m.device) if mask is not None else None
         )
         reg = m.embedding_manager.regularization_loss()
-        loss = mse + reg
-        check_finite_loss(loss, (m.global_step if m._trainer is not None else 0) + 1)
-        return loss, {"loss_simple": mse.detach(), "loss_reg": reg.detach()}
+        return mse + reg, {"loss_simple": mse.detach(), "loss_reg": reg.detach()}
 
     def configure_optimizers(self, lr: float, max_steps: int) -> dict:
         params = self.model.embedding_manager.embedding_parameters()
@@ -75,22 +72,3 @@ class TextualInversionObjective:
         schedule = make_schedule(c.lr_schedule, lr, max_steps, c.lr_schedule_string, c.lr_warmup_steps, c.min_lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step) / lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def check_finite_loss(loss: torch.Tensor, step: int) -> None:
-    """Stop before a NaN/inf loss reaches the optimizer; the embedding writer keeps the last good vectors."""
-    if not torch.isfinite(loss).all():
-        raise diverged(step, f"loss is {'NaN' if torch.isnan(loss).any() else 'inf'}")
-
-
-def diverged(step: int, what: str) -> TrainingDivergedError:
-    """The one-line error of a run stopped at `step` (1-based), naming what to change."""
-    if step <= 1:
-        return TrainingDivergedError(
-            f"step {step}: {what}; embeddings.pt holds the starting embedding; check --init_word or "
-            "--embedding_manager_ckpt, or lower the learning rate (model.base_learning_rate)"
-        )
-    return TrainingDivergedError(
-        f"step {step}: {what}; embeddings.pt holds the last good embedding (step {step - 1}); lower the learning "
-        "rate (model.base_learning_rate) and go on from it with --embedding_manager_ckpt"
-    )

@@ -195,7 +195,7 @@ class LatentDiffusion(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         self.embedding_manager.set_step(self.global_step)
-        loss, parts = self.objective(batch)  # raises TrainingDivergedError on a NaN/inf loss
+        loss, parts = self.objective(batch)  # a NaN/inf loss stops the run in EmbeddingSnapshot
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["caption"]))
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=True, batch_size=len(batch["caption"]))
