@@ -37,6 +37,13 @@ def family_args(family: str, tiny_ckpt: Path, concept: Path, logdir: Path, steps
         "toy-world": ["--base", str(TOY_CONFIG), "--actual_resume", str(TOY_WEIGHTS)]
         + ["--data_root", str(ROOT / "training_data" / "toy-purple-star"), "--init_word", "shape"],
     }
+    # The same tiny model with every knob the step stream depends on moved off its default.
+    families["tiny-sd1-knobs"] = families["tiny-sd1"] + [
+        "model.params.training.latent_sampling=random",
+        "model.params.training.lr_schedule=cosine",
+        "model.params.training.lr_warmup_steps=3",
+        "lightning.trainer.accumulate_grad_batches=2",
+    ]
     base = families[family]
     every = f"lightning.modelcheckpoint.params.every_n_train_steps={EVERY}"
     return [*base, "-t", "-n", "resume", "-l", str(logdir), "--max_steps", str(steps), "-s", "7", every]
@@ -99,6 +106,12 @@ def test_tiny_sd1_resume_after_sigkill_equals_uninterrupted_run(tiny_reference, 
 def test_toy_world_resume_after_sigkill_equals_uninterrupted_run(tiny_ckpt, concept, tmp_path):
     reference = trained(family_args("toy-world", tiny_ckpt, concept, tmp_path / "straight"))
     _resume_after_sigkill("toy-world", reference, tiny_ckpt, concept, tmp_path)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_with_random_latents_cosine_lr_and_accumulation(tiny_ckpt, concept, tmp_path):
+    reference = trained(family_args("tiny-sd1-knobs", tiny_ckpt, concept, tmp_path / "straight"))
+    _resume_after_sigkill("tiny-sd1-knobs", reference, tiny_ckpt, concept, tmp_path)
 
 
 def test_resume_keeps_the_runs_seed(tiny_reference):
