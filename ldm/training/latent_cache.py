@@ -6,7 +6,7 @@ the posterior mean, "random" draws a fresh z every step from the cached mean/std
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 import torch
 
@@ -39,6 +39,13 @@ class LatentCache:
                 std = torch.zeros_like(std)
             self._store[key] = (mean, std)
         return self._store[key]
+
+    def prefill(self, items: Iterable[tuple[Hashable, torch.Tensor]], encode: Callable) -> int:
+        """Encode the (key, image [C, H, W]) pairs not cached yet, one at a time as `get` would; how many."""
+        before = len(self._store)
+        for key, image in items:
+            self._moments(key, image, encode)
+        return len(self._store) - before
 
     def get(
         self, keys: list[Hashable], images: torch.Tensor, encode: Callable, generator: torch.Generator

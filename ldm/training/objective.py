@@ -18,6 +18,18 @@ from ldm.training.step_rng import step_generator
 log = logging.getLogger(__name__)
 
 
+# Concept folders up to this many (image, flip) pairs are encoded up front whatever the run length.
+PREFILL_ALWAYS = 64
+
+
+def latent_keys(dataset: Any) -> list[tuple[int, int]]:
+    """The (image index, flip) keys a personalized dataset's batches carry; [] for other datasets."""
+    if not (hasattr(dataset, "pixels") and hasattr(dataset, "num_images") and getattr(dataset, "train", False)):
+        return []
+    flips = (0, 1) if getattr(dataset, "flip_p", 0) > 0 else (0,)
+    return [(i, f) for i in range(dataset.num_images) for f in flips]
+
+
 class TextualInversionObjective:
     """Plain helper owned by LatentDiffusion (kept out of its module tree so it adds no state)."""
 
@@ -42,6 +54,18 @@ class TextualInversionObjective:
         trainable = [n for n, p in m.named_parameters() if p.requires_grad and not n.startswith("embedding_manager.")]
         if trainable:
             raise RuntimeError(f"frozen networks have trainable parameters: {trainable[:3]}")
+
+    def prefill_latents(self, dataset: Any, samples: int) -> int:
+        """Encode every (image, flip) latent before the first step, so the steps never stop for the VAE. The
+        values are the lazy path's (each draw is seeded by its key); only when they are computed changes.
+        Skipped for datasets larger than the run will visit; returns how many were encoded."""
+        keys = latent_keys(dataset)
+        if not keys or len(keys) > max(PREFILL_ALWAYS, samples // 2):
+            return 0
+        device = self.model.device
+        n = self.latents.prefill(((key, dataset.pixels(*key)[0].to(device)) for key in keys), self._encode)
+        log.info("encoded %d training latents before the first step", n)
+        return n
 
     def _encode(self, images: torch.Tensor):
         return self.model.encode_first_stage(images)

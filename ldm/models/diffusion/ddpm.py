@@ -193,6 +193,12 @@ class LatentDiffusion(pl.LightningModule):
             self.objective = TextualInversionObjective(self, self.training_config)
             self.objective.prepare_networks()
 
+    def on_train_start(self) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        if data is not None and hasattr(data, "train_dataset"):
+            samples = self.trainer.max_steps * int(getattr(data, "batch_size", 1))
+            self.objective.prefill_latents(data.train_dataset, samples)
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         self.embedding_manager.set_step(self.global_step)
         loss, parts = self.objective(batch)  # a NaN/inf loss stops the run in EmbeddingSnapshot
