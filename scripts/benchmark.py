@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--diffusers_example", help="train --against diffusers: path of diffusers' textual_inversion.py")
     p.add_argument("--short_steps", type=int, default=3, help="train --against diffusers: steps of the short runs")
     p.add_argument("--long_steps", type=int, default=9, help="train --against diffusers: steps of the long runs")
+    p.add_argument(
+        "--before", help="train --against diffusers: also run main.py of this other checkout (a change's effect)"
+    )
     p.add_argument("--ckpt", help="an SD v1 .ckpt/.safetensors (default: random full-size weights)")
     p.add_argument(
         "--cache",
@@ -85,6 +88,8 @@ def check_args(args: argparse.Namespace) -> None:
             )
         if not Path(args.diffusers_example).is_file():
             raise ConfigError(f"--diffusers_example {args.diffusers_example} does not exist")
+        if args.before and not (Path(args.before) / "main.py").is_file():
+            raise ConfigError(f"--before {args.before} has no main.py; pass the root of another checkout")
         if args.batch != 1 or args.device != "cpu":
             raise ConfigError("train --against diffusers runs batch 1 on the CPU; drop --batch/--device")
 
@@ -103,6 +108,7 @@ def _against_the_example(args: argparse.Namespace, ckpt: str) -> dict:
         short=args.short_steps,
         long=args.long_steps,
         timeout=args.timeout,
+        before=args.before,
     )
 
 

@@ -106,16 +106,26 @@ def test_compare_measures_each_side_from_real_processes(monkeypatch, tmp_path):
     def fake(per_step_s):
         return lambda s, steps, out: [sys.executable, "-c", f"import time; time.sleep(0.3 + {steps} * {per_step_s})"]
 
-    monkeypatch.setattr(real_example, "main_command", fake(0.2))
+    monkeypatch.setattr(real_example, "main_command", lambda s, steps, out, root: fake(0.2)(s, steps, out))
     monkeypatch.setattr(real_example, "example_command", fake(0.4))
     setup = Setup(tmp_path, tmp_path, tmp_path, tmp_path)
     result = real_example.compare(setup, rounds=2, short=1, long=3, timeout=120)
-    assert len(result["rounds"]) == 2 and len(result["ratios"]) == 2
-    # sleeping processes: the per-step estimate is exact up to process start-up jitter
-    assert result["sides"]["ours"]["median_step_s"] == pytest.approx(0.2, abs=0.1)
-    assert result["sides"]["diffusers"]["median_step_s"] == pytest.approx(0.4, abs=0.1)
-    assert result["ratio_median_of_rounds"] == pytest.approx(0.5, abs=0.25)
-    assert result["sides"]["ours"]["process_peak_gib"] > 0
+    assert len(result["rounds"]) == 2
+    # sleeping processes: the per-step estimate is exact up to process start-up jitter, and burns no CPU
+    ours, theirs = result["sides"]["ours"], result["sides"]["diffusers"]
+    assert ours["step_wall_s"]["median"] == pytest.approx(0.2, abs=0.1)
+    assert theirs["step_wall_s"]["median"] == pytest.approx(0.4, abs=0.1)
+    assert result["ratios"]["ours_vs_diffusers_wall_s"]["median"] == pytest.approx(0.5, abs=0.25)
+    assert len(result["ratios"]["ours_vs_diffusers_wall_s"]["rounds"]) == 2
+    assert abs(ours["step_cpu_s"]["median"]) < 0.1
+    assert ours["process_peak_gib"] > 0
+
+
+def test_cpu_time_counts_work_not_waiting():
+    busy = [sys.executable, "-c", "import time; t = time.process_time()\nwhile time.process_time() - t < 0.5: pass"]
+    idle = [sys.executable, "-c", "import time; time.sleep(0.5)"]
+    assert real_example.timed_run(busy, {}, 60)["cpu_s"] >= 0.45
+    assert real_example.timed_run(idle, {}, 60)["cpu_s"] < 0.3
 
 
 def test_a_failing_run_is_one_line_naming_it(tmp_path):

@@ -38,6 +38,7 @@ class Setup:
     precision: str = "bf16"
     threads: int | None = None
     seed: int = 0
+    before: Path | None = None  # another checkout whose main.py runs as a third side ("before")
 
 
 def example_command(s: Setup, steps: int, out: Path) -> list[str]:
@@ -66,15 +67,15 @@ def example_command(s: Setup, steps: int, out: Path) -> list[str]:
     ]
 
 
-def main_command(s: Setup, steps: int, out: Path) -> list[str]:
+def main_command(s: Setup, steps: int, out: Path, root: Path = ROOT) -> list[str]:
     """main.py with the shipped SD v1 config, batch 1 at the same size; its image logger and embedding
     snapshots (every 500 steps) stay at their defaults too. It writes its embedding at the end."""
     size = f"{s.resolution}"
     return [
         sys.executable,
-        str(ROOT / "main.py"),
+        str(root / "main.py"),
         "--base",
-        str(FINETUNE_CONFIG),
+        str(root / FINETUNE_CONFIG.relative_to(ROOT)),
         "-t",
         f"--actual_resume={s.ckpt}",
         f"--data_root={s.concept}",
@@ -96,27 +97,32 @@ def _env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def timed_run(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of one run, which must succeed. The peak is the process's own VmHWM,
-    read while it runs: wait4's ru_maxrss would count this (parent) process's RSS copied at fork."""
+def timed_run(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path = ROOT) -> dict:
+    """Wall seconds, CPU seconds (user + system, its finished children included) and peak RSS of one run,
+    which must succeed. The peak is the process's own VmHWM, read while it runs: wait4's ru_maxrss would
+    also count this (parent) process's RSS, copied at fork."""
     start = time.perf_counter()
     peak = 0
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + timeout
-        while proc.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
             peak = max(peak, high_water_rss(proc.pid))
             if time.monotonic() > deadline:
                 proc.kill()
-                proc.wait()
+                os.wait4(proc.pid, 0)
                 raise ConfigError(f"benchmark run timed out after {timeout:.0f} s: {' '.join(cmd[:3])}")
             time.sleep(0.05)
         wall = time.perf_counter() - start
-        if proc.returncode != 0:
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
             err.seek(0)
             tail = (err.read().strip().splitlines() or ["no output"])[-1]
-            raise ConfigError(f"benchmark run {Path(cmd[1]).name} failed ({proc.returncode}): {tail}")
-    return wall, peak
+            raise ConfigError(f"benchmark run {Path(cmd[1]).name} failed ({code}): {tail}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_bytes": peak}
 
 
 def high_water_rss(pid: int) -> int:
@@ -134,17 +140,21 @@ def high_water_rss(pid: int) -> int:
 def one_run(side: str, s: Setup, steps: int, timeout: float) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"ti-bench-{side}-"))
     try:
-        cmd = (main_command if side == "ours" else example_command)(s, steps, out / "run")
-        wall, peak = timed_run(cmd, _env(s.threads), timeout)
+        root = s.before if side == "before" else ROOT  # "before": main.py of another checkout
+        if side == "diffusers":
+            cmd = example_command(s, steps, out / "run")
+        else:
+            cmd = main_command(s, steps, out / "run", root)
+        got = timed_run(cmd, _env(s.threads), timeout, cwd=root)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    log.info("%s, %d steps: %.1f s", side, steps, wall)
-    return {"wall_s": wall, "peak_bytes": peak}
+    log.info("%s, %d steps: %.1f s wall, %.1f s CPU", side, steps, got["wall_s"], got["cpu_s"])
+    return got
 
 
-def round_order(r: int) -> list[tuple[str, str]]:
+def round_order(r: int, sides: tuple[str, ...] = ("ours", "diffusers")) -> list[tuple[str, str]]:
     """(side, length) in the order round `r` runs them: the sides alternate, and the order flips each round."""
-    order = [("ours", "short"), ("diffusers", "short"), ("ours", "long"), ("diffusers", "long")]
+    order = [(side, "short") for side in sides] + [(side, "long") for side in sides]
     return order if r % 2 == 0 else order[::-1]
 
 
@@ -155,52 +165,38 @@ def per_step(short_s: float, long_s: float, short: int, long: int) -> float:
 def compare(s: Setup, rounds: int, short: int = 3, long: int = 9, timeout: float = 3600) -> dict:
     if long <= short:
         raise ConfigError(f"--long_steps {long} must be more than --short_steps {short}")
+    sides = ("ours", "diffusers", "before") if s.before else ("ours", "diffusers")
     runs: list[dict] = []
     for r in range(rounds):
         got = {
             (side, length): one_run(side, s, short if length == "short" else long, timeout)
-            for side, length in round_order(r)
+            for side, length in round_order(r, sides)
         }
-        step = {
-            side: per_step(got[side, "short"]["wall_s"], got[side, "long"]["wall_s"], short, long)
-            for side in ("ours", "diffusers")
-        }
-        runs.append(
-            {
-                "round": r + 1,
-                "step_s": step,
-                "ratio": step["ours"] / step["diffusers"],
-                "runs": {f"{k[0]}_{k[1]}": v for k, v in got.items()},
-            }
-        )
-        log.info(
-            "round %d: ours %.2f s/step, diffusers %.2f s/step, ratio %.3f",
-            r + 1,
-            step["ours"],
-            step["diffusers"],
-            runs[-1]["ratio"],
-        )
-    return summarise(runs)
+        one = {"round": r + 1, "runs": {f"{k[0]}_{k[1]}": v for k, v in got.items()}}
+        for clock in ("wall_s", "cpu_s"):
+            step = {side: per_step(got[side, "short"][clock], got[side, "long"][clock], short, long) for side in sides}
+            one[f"step_{clock}"] = step
+            one[f"ratio_{clock}"] = {side: step[side] / step["diffusers"] for side in sides if side != "diffusers"}
+        runs.append(one)
+        log.info("round %d: s/step wall %s, CPU %s", r + 1, one["step_wall_s"], one["step_cpu_s"])
+    return summarise(runs, sides)
 
 
-def summarise(runs: list[dict]) -> dict:
-    sides = {}
-    for side in ("ours", "diffusers"):
-        steps = [r["step_s"][side] for r in runs]
-        peaks = [r["runs"][f"{side}_long"]["peak_bytes"] for r in runs]
-        sides[side] = {
-            "median_step_s": statistics.median(steps),
-            "step_s": steps,
-            "process_peak_gib": max(peaks) / 2**30,
+def summarise(runs: list[dict], sides: tuple[str, ...] = ("ours", "diffusers")) -> dict:
+    """Medians over rounds of each side's time per step (wall and CPU), and of the ratios taken within a round."""
+    out: dict = {"sides": {}, "ratios": {}, "rounds": runs}
+    for side in sides:
+        out["sides"][side] = {
+            "process_peak_gib": max(r["runs"][f"{side}_long"]["peak_bytes"] for r in runs) / 2**30,
+            "long_run_wall_s": statistics.median(r["runs"][f"{side}_long"]["wall_s"] for r in runs),
         }
-    ratios = [r["ratio"] for r in runs]
-    return {
-        "sides": sides,
-        "ratio_median_of_rounds": statistics.median(ratios),
-        "ratio_of_medians": sides["ours"]["median_step_s"] / sides["diffusers"]["median_step_s"],
-        "ratios": ratios,
-        "rounds": runs,
-    }
+        for clock in ("wall_s", "cpu_s"):
+            steps = [r[f"step_{clock}"][side] for r in runs]
+            out["sides"][side][f"step_{clock}"] = {"median": statistics.median(steps), "rounds": steps}
+            if side != "diffusers":
+                ratios = [r[f"ratio_{clock}"][side] for r in runs]
+                out["ratios"][f"{side}_vs_diffusers_{clock}"] = {"median": statistics.median(ratios), "rounds": ratios}
+    return out
 
 
 def against_the_example(
@@ -214,6 +210,7 @@ def against_the_example(
     short: int = 3,
     long: int = 9,
     timeout: float = 3600,
+    before: str | Path | None = None,
 ) -> dict:
     """Prepare both sides' inputs under `cache` (once) and compare; the JSON-ready result."""
     import importlib.util
@@ -232,6 +229,7 @@ def against_the_example(
         resolution=resolution,
         precision=precision,
         threads=threads,
+        before=Path(before).resolve() if before else None,
     )
     result = compare(setup, rounds, short, long, timeout)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(setup).items()}
