@@ -172,9 +172,7 @@ def test_main_job_learns_the_concept_far_above_the_init_word(tmp_path):
         [
             "--base",
             str(FINETUNE),
-            "-t",
-            "--actual_resume",
-            str(WEIGHTS),
+            "-t",  # no --actual_resume: the toy config names its committed weights (model.params.ckpt_path)
             "-n",
             "toy",
             "--data_root",
