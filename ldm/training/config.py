@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from ldm.errors import ConfigError
+from ldm.training.lr_schedule import MAX_LR
 from ldm.validate import finite_float, int_in_range
 
 NETWORK_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -69,7 +70,7 @@ class TrainingConfig:
         self.seed = int_in_range(f"{KEY}.seed", self.seed, -(2**63), 2**64 - 1)  # what torch.manual_seed takes
         self.lr_warmup_steps = int_in_range(f"{KEY}.lr_warmup_steps", self.lr_warmup_steps, 0)
         self.log_every_n_steps = int_in_range(f"{KEY}.log_every_n_steps", self.log_every_n_steps, 1)
-        self.min_lr = finite_float(f"{KEY}.min_lr", self.min_lr, 0)
+        self.min_lr = finite_float(f"{KEY}.min_lr", self.min_lr, 0, MAX_LR)
         self.weight_decay = finite_float(f"{KEY}.weight_decay", self.weight_decay, 0)
         if self.min_snr_gamma is not None:
             self.min_snr_gamma = finite_float(f"{KEY}.min_snr_gamma", self.min_snr_gamma, 0, lo_open=True)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldm.errors import ConfigError
 from ldm.training.config import TrainingConfig
+from ldm.training.lr_schedule import MAX_LR
 from ldm.validate import finite_float, int_in_range
 
 
@@ -35,7 +36,7 @@ def validate_floats(config: DictConfig) -> None:
     """Every float the run uses, finite and in range, stored back as a number (overrides arrive as strings)."""
     model_p = config.model.params
     config.model.base_learning_rate = finite_float(
-        "model.base_learning_rate", config.model.get("base_learning_rate", 5e-3), 0, lo_open=True
+        "model.base_learning_rate", config.model.get("base_learning_rate", 5e-3), 0, MAX_LR, lo_open=True
     )
     for key, hi in (("scale_factor", 1e3), ("linear_start", 1), ("linear_end", 1)):  # the betas lie in (0, 1)
         if model_p.get(key) is not None:

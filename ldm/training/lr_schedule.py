@@ -12,6 +12,8 @@ from collections.abc import Callable
 from ldm.errors import ConfigError
 
 Schedule = Callable[[int], float]
+# Above this no embedding trains (the vectors blow up within steps); far above it AdamW overflows float32.
+MAX_LR = 1000.0
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -29,8 +31,11 @@ def parse_a1111_schedule(text: str) -> list[tuple[float, int | None]]:
                 "separated by commas, e.g. '0.005:100, 1e-3:1000, 1e-5'"
             )
         lr, until = float(m.group(1)), (int(m.group(2)) if m.group(2) else None)
-        if not math.isfinite(lr) or lr <= 0:  # '1e999' reads as inf
-            raise ConfigError(f"learning rate schedule {text!r}: learning rate {m.group(1)} must be a positive number")
+        if not math.isfinite(lr) or not 0 < lr <= MAX_LR:  # '1e999' reads as inf
+            raise ConfigError(
+                f"learning rate schedule {text!r}: learning rate {m.group(1)} must be a positive number "
+                f"of at most {MAX_LR:g}"
+            )
         if until is None and i != len(pieces) - 1:
             raise ConfigError(f"learning rate schedule {text!r}: only the last entry may omit ':step'")
         if until is not None and out and out[-1][1] is not None and until <= out[-1][1]:
