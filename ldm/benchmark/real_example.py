@@ -241,6 +241,20 @@ def against_the_example(
             "ours": " ".join(main_command(setup, long, Path("OUT"))),
             "diffusers": " ".join(example_command(setup, long, Path("OUT"))),
         },
-        "machine": machine(),
+        "machine": {**machine(), **_versions(setup.example)},
         **result,
     }
+
+
+def _versions(example: Path) -> dict:
+    """What ran: the libraries' versions and the example file's digest (it changes between diffusers commits)."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"example_sha256": hashlib.sha256(example.read_bytes()).hexdigest()}
+    for name in ("diffusers", "transformers", "accelerate", "lightning"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
