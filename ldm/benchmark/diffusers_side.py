@@ -5,6 +5,7 @@ diffusers folder for its textual-inversion example is written from (ldm/benchmar
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,8 +25,8 @@ def _strict(cls: Any, config: dict, state: dict) -> Any:
     return module.eval()
 
 
-def load_components(ckpt: str, dtype: torch.dtype) -> dict:
-    """UNet and VAE in `dtype`, the text encoder in fp32."""
+def load_components(ckpt: str, dtype: torch.dtype, config: str | Path = SD_CONFIG) -> dict:
+    """UNet and VAE in `dtype`, the text encoder in fp32; `config` is the checkpoint's model config."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_unet_checkpoint,
@@ -39,7 +40,7 @@ def load_components(ckpt: str, dtype: torch.dtype) -> dict:
     from ldm.modules.encoders.tokenizer import load_tokenizer
 
     sd = read_state_dict(ckpt)
-    original = OmegaConf.to_container(OmegaConf.load(SD_CONFIG))
+    original = OmegaConf.to_container(OmegaConf.load(config))
     ucfg = create_unet_diffusers_config_from_ldm(original, sd)
     unet = _strict(UNet2DConditionModel, ucfg, convert_ldm_unet_checkpoint(sd, ucfg)).to(dtype)
     vcfg = create_vae_diffusers_config_from_ldm(original, sd)
@@ -47,8 +48,9 @@ def load_components(ckpt: str, dtype: torch.dtype) -> dict:
     prefix = "cond_stage_model.transformer.text_model."
     text_state = {k[len(prefix) :]: v.float() for k, v in sd.items() if k.startswith(prefix)}
     text_state.pop("embeddings.position_ids", None)
-    text = CLIPTextModel(CLIPTextConfig(**VIT_L14_TEXT))
-    text.load_state_dict(text_state, strict=False)
+    cond = original["model"]["params"]["cond_stage_config"].get("params") or {}
+    text = CLIPTextModel(CLIPTextConfig(**{**VIT_L14_TEXT, **(cond.get("text_config") or {})}))
+    text.load_state_dict(text_state, strict=True)
     del sd
     return {"unet": unet, "vae": vae, "text_encoder": text.eval(), "tokenizer": load_tokenizer(None, None)}
 

@@ -42,12 +42,13 @@ MODEL_INDEX = {
 }
 
 
-def diffusers_folder(ckpt: PathLike, folder: PathLike) -> Path:
+def diffusers_folder(ckpt: PathLike, folder: PathLike, config: PathLike | None = None) -> Path:
     """Write (once) the weights of `ckpt` as an SD v1 diffusers folder, in fp32 as SD v1's own folders hold
     them. Converted by diffusers' single-file converters, saved by each library's `save_pretrained`."""
     import diffusers
 
     from ldm.benchmark.diffusers_side import load_components
+    from ldm.benchmark.weights import SD_CONFIG
 
     folder = Path(folder)
     if (folder / "model_index.json").is_file():
@@ -58,7 +59,7 @@ def diffusers_folder(ckpt: PathLike, folder: PathLike) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        parts = load_components(str(ckpt), torch.float32)
+        parts = load_components(str(ckpt), torch.float32, config or SD_CONFIG)
         for name in ("unet", "vae", "text_encoder"):
             parts[name].save_pretrained(tmp / name)
             del parts[name]
