@@ -52,7 +52,7 @@ def _losses_and_grads(objective, batches):
     return out
 
 
-# "deterministic" stores its moments exactly as "once" does (std zeroed), so two modes cover all three paths.
+# "deterministic" takes the path of "once", storing the posterior mean instead of a seeded draw.
 @pytest.mark.parametrize("mode", ["once", "random"])
 def test_prefilled_steps_equal_the_lazy_steps(model_and_data, mode):
     model, data = model_and_data
