@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,16 @@ def test_launcher_hides_the_stand_in_from_the_libraries(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["RandomHorizontalFlip", "False", "False", "['--flag',", "'x']", str(tmp_path)]
+
+
+def test_a_run_past_its_timeout_is_killed_and_named(tmp_path):
+    pid_file = tmp_path / "pid"
+    cmd = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)",
+    ]
+    with pytest.raises(ConfigError, match="timed out after 3 s"):
+        real_example.timed_run(cmd, {}, timeout=3)
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(int(pid_file.read_text()), 0)

@@ -106,16 +106,19 @@ def timed_run(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path = R
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            peak = max(peak, high_water_rss(proc.pid))
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise ConfigError(f"benchmark run timed out after {timeout:.0f} s: {' '.join(cmd[:3])}")
-            time.sleep(0.05)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                peak = max(peak, high_water_rss(proc.pid))
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"benchmark run timed out after {timeout:.0f} s: {' '.join(cmd[:3])}")
+                time.sleep(0.05)
+        except BaseException:  # a timeout or Ctrl-C: no training run is left behind
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise
         wall = time.perf_counter() - start
         proc.returncode = code = os.waitstatus_to_exitcode(status)
         if code != 0:
