@@ -87,6 +87,16 @@ class FrozenCLIPEmbedder(nn.Module):
     def text_model(self) -> nn.Module:
         return self.transformer.text_model
 
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        """The token embedding table: where textual inversion's learned vectors stand in for tokens."""
+        return self.text_model.embeddings.token_embedding
+
+    @property
+    def width(self) -> int:
+        """The context width (768 for SD 1.x's CLIP ViT-L)."""
+        return int(self.token_embedding.weight.shape[1])
+
     def freeze(self) -> None:
         self.transformer.eval()
         for p in self.parameters():
@@ -124,8 +134,8 @@ class FrozenCLIPEmbedder(nn.Module):
         return tm.final_layer_norm(hidden)
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens.to(self.text_model.embeddings.token_embedding.weight.device)
-        return self.encode_embeddings(self.text_model.embeddings.token_embedding(tokens))
+        tokens = tokens.to(self.token_embedding.weight.device)
+        return self.encode_embeddings(self.token_embedding(tokens))
 
     def forward(self, text: str | Sequence[str]) -> torch.Tensor:
         return self.encode_tokens(self.tokenize(text))
