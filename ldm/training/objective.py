@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ldm.models.diffusion.parameterization import training_target
 from ldm.training.config import TrainingConfig, network_dtype
 from ldm.training.latent_cache import LatentCache
 from ldm.training.loss import diffusion_loss
@@ -81,10 +82,12 @@ class TextualInversionObjective:
         t = torch.randint(0, m.num_timesteps, (z.shape[0],), generator=g).to(m.device)
         noise = torch.randn(z.shape, generator=g).to(m.device)
         cond = m.get_learned_conditioning(list(batch["caption"]))
-        eps = m.apply_model(m.q_sample(z, t, noise).contiguous(memory_format=fmt), t, cond)
+        prediction = m.apply_model(m.q_sample(z, t, noise).contiguous(memory_format=fmt), t, cond)
+        target = training_target(m.parameterization, z, noise, m.alphas_cumprod, t)  # the noise, or v for v models
         mask = batch.get("weight")
+        mask = mask.to(m.device) if mask is not None else None
         mse = diffusion_loss(
-            eps, noise, t, m.alphas_cumprod, self.config.min_snr_gamma, mask.to(m.device) if mask is not None else None
+            prediction, target, t, m.alphas_cumprod, self.config.min_snr_gamma, mask, m.parameterization
         )
         reg = m.embedding_manager.regularization_loss()
         return mse + reg, {"loss_simple": mse.detach(), "loss_reg": reg.detach()}
