@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from ldm.embeddings import png
+from ldm.embeddings.families import SDXL_PAIR
 from ldm.embeddings.loaded import (
     A1111_PNG,
     DIFFUSERS,
@@ -138,8 +139,8 @@ def _terms_from_object(obj: Any, path: Path, metadata: Mapping[str, str], fmt: s
         ]
     if "clip_l" in obj and "clip_g" in obj:
         raise EmbeddingFileError(
-            f"{path} is an SDXL embedding (clip_l + clip_g); this project runs SD v1 "
-            "models, use an embedding trained for SD 1.x"
+            f"{path} is an embedding for {SDXL_PAIR}; SDXL models are not supported yet, "
+            "use an embedding trained for SD 1.x (768 wide) or SD 2.x (1024 wide)"
         )
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return [

@@ -11,8 +11,9 @@ names the one explicitly loaded term whose file token is `*` (constructor `paths
 `add`). Folder-scanned terms never answer to `*` (a folder of A1111 files all say `*`), and when two
 explicit terms could, `*` names neither and a warning asks for their names.
 
-Explicit files raise a one-line `EmbeddingFileError` when unreadable, of the wrong width, or clashing
-with another explicit term's name. Folder files that fail are skipped with a warning naming them; a
+Explicit files raise a one-line `EmbeddingFileError` when unreadable, of the wrong width (the message
+names the term's width and the model family it fits, see families.py), or clashing with another explicit
+term's name. Folder files that fail are skipped with a warning naming them; a
 folder term whose name is taken (by an explicit term, or an earlier file in name order) is skipped too.
 `refresh()` compares the folder's (file name, mtime, size) listing and re-reads only changed files.
 Only the folder's top level is scanned; hidden files and A1111 `*.preview.png` images are ignored.
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
+from ldm.embeddings.families import check_width
 from ldm.embeddings.formats import read_embedding_file
 from ldm.embeddings.loaded import EmbeddingFileError, LoadedEmbedding, check_finite
 from ldm.errors import ConfigError, LdmUserError
@@ -82,12 +84,7 @@ class EmbeddingLibrary:
     # -- loading ------------------------------------------------------------------------------------
     def _read(self, path: Path) -> list[tuple[str, LoadedEmbedding]]:
         terms = read_embedding_file(path)
-        wrong = [t for t in terms if t.dim != self.dim]
-        if wrong:
-            raise EmbeddingFileError(
-                f"{path}: term {wrong[0].name!r} is {wrong[0].dim} wide but this model's text encoder takes "
-                f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model"
-            )
+        check_width(terms, self.dim, str(path))
         return [(prompt_name(t), t) for t in terms]
 
     def _claim(self, key: str, source: _Source) -> None:
@@ -118,11 +115,7 @@ class EmbeddingLibrary:
 
     def add(self, term: LoadedEmbedding, name: str | None = None) -> str:
         """Add an in-memory term (e.g. from EmbeddingManager.to_embeddings()); returns its prompt name."""
-        if term.dim != self.dim:
-            raise EmbeddingFileError(
-                f"embedding {term.name!r} is {term.dim} wide but this model's text encoder "
-                f"takes {self.dim}; use an embedding trained for this model"
-            )
+        check_width([term], self.dim, str(term.source) if term.source else "in-memory embedding")
         check_finite(term.vectors, f"embedding {term.name!r}", term.token or term.name)
         name = name or prompt_name(term)
         self._claim(f"memory:{name.lower()}", _Source("memory", [(name, term)]))
@@ -196,6 +189,7 @@ class EmbeddingLibrary:
                 self._skipped.pop(filename, None)
             except (LdmUserError, OSError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = reason.removeprefix(f"{path}: ")  # the warning names the file already
                 log.warning("skipped embedding file %s: %s", path, reason)
                 self._skipped[filename] = reason
                 source = _Source(str(path), [], (mtime, size))  # remembered so it is not re-read until it changes

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ldm.embeddings.families import width_and_family
 from ldm.embeddings.formats import read_embedding_file, write_embedding_file
 from ldm.embeddings.loaded import A1111_PNG, DIFFUSERS, EMB_PARAMS, FORMATS, PAPER, LoadedEmbedding
 from ldm.errors import ConfigError
@@ -172,7 +173,7 @@ def merge_embeddings(sources: Sequence[PathLike], rename: bool = False) -> tuple
             merged.append(dataclasses.replace(term, name=name, token=name))
     widths = {t.dim for t in merged}
     if len(widths) > 1:
-        detail = ", ".join(f"{p.name}: {terms[0].dim}" for p, terms in loaded)
+        detail = "; ".join(f"{p.name}: {width_and_family(terms[0].dim)}" for p, terms in loaded)
         raise ConfigError(
             f"the files hold embeddings of different widths ({detail}); merge only embeddings made for one text encoder"
         )
