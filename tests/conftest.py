@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sd_helpers import TINY_CONFIG, load_config, randomize_  # noqa: E402
+from sd_helpers import TINY_CONFIG, TINY_V2_CONFIG, load_config, randomize_  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,4 +36,27 @@ def tiny_ckpt(tiny_model, tmp_path_factory) -> Path:
     """The tiny model saved as a CompVis-style .ckpt (state_dict wrapper)."""
     path = tmp_path_factory.mktemp("tiny") / "tiny.ckpt"
     torch.save({"state_dict": tiny_model.state_dict(), "global_step": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_config():
+    return load_config(TINY_V2_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_model(tiny_v2_config):
+    """A tiny SD-2.x-shaped LatentDiffusion (OpenCLIP text tower, eps) with random, non-degenerate weights
+    (shared; do not mutate)."""
+    from ldm.model_loading import build_model
+
+    torch.manual_seed(0)
+    return randomize_(build_model(tiny_v2_config.model), seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_ckpt(tiny_v2_model, tmp_path_factory) -> Path:
+    """The tiny SD 2.x model saved as a Stability-style .ckpt (state_dict wrapper)."""
+    path = tmp_path_factory.mktemp("tiny_v2") / "tiny-v2.ckpt"
+    torch.save({"state_dict": tiny_v2_model.state_dict(), "global_step": 0}, path)
     return path

@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 SD_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-inference.yaml"
 TINY_CONFIG = ROOT / "tests" / "fixtures" / "tiny-v1.yaml"
+TINY_V2_CONFIG = ROOT / "tests" / "fixtures" / "tiny-v2.yaml"  # eps; tiny-v2-v.yaml is the v twin
+TINY_V2_V_CONFIG = ROOT / "tests" / "fixtures" / "tiny-v2-v.yaml"
 TEXT_PREFIX = "cond_stage_model.transformer.text_model."
 
 
