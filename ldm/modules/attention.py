@@ -34,7 +34,12 @@ class FeedForward(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention of x over a context (itself when context is None)."""
+    """Multi-head attention of x over a context (itself when context is None).
+
+    `upcast`: with fp16/bf16 weights, compute the attention (softmax(QK^T)V) in fp32. SD 2.x's QK^T
+    overflows fp16 (NaN latents, black images); Stability forces fp32 there, diffusers calls it
+    `upcast_attention`. A no-op in fp32.
+    """
 
     def __init__(
         self,
@@ -43,11 +48,13 @@ class CrossAttention(nn.Module):
         heads: int = 8,
         dim_head: int = 64,
         dropout: float = 0.0,
+        upcast: bool = False,
     ):
         super().__init__()
         inner = heads * dim_head
         context_dim = context_dim or query_dim
         self.heads = heads
+        self.upcast = upcast
         self.to_q = nn.Linear(query_dim, inner, bias=False)
         self.to_k = nn.Linear(context_dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim, inner, bias=False)
@@ -60,7 +67,10 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
         q, k, v = (self._split_heads(f(t)) for f, t in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
-        out = F.scaled_dot_product_attention(q, k, v)
+        if self.upcast and q.dtype in (torch.float16, torch.bfloat16):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, d = out.shape
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))
 
@@ -74,11 +84,14 @@ class BasicTransformerBlock(nn.Module):
         dropout: float = 0.0,
         context_dim: int | None = None,
         use_checkpoint: bool = False,
+        upcast_attention: bool = False,
     ):
         super().__init__()
-        self.attn1 = CrossAttention(dim, heads=n_heads, dim_head=d_head, dropout=dropout)
+        self.attn1 = CrossAttention(dim, heads=n_heads, dim_head=d_head, dropout=dropout, upcast=upcast_attention)
         self.ff = FeedForward(dim, dropout=dropout)
-        self.attn2 = CrossAttention(dim, context_dim=context_dim, heads=n_heads, dim_head=d_head, dropout=dropout)
+        self.attn2 = CrossAttention(
+            dim, context_dim=context_dim, heads=n_heads, dim_head=d_head, dropout=dropout, upcast=upcast_attention
+        )
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
@@ -107,6 +120,7 @@ class SpatialTransformer(nn.Module):
         use_linear: bool = False,
         use_checkpoint: bool = False,
         norm_groups: int = 32,
+        upcast_attention: bool = False,
     ):
         super().__init__()
         inner = n_heads * d_head
@@ -116,7 +130,13 @@ class SpatialTransformer(nn.Module):
         self.proj_in = nn.Linear(in_channels, inner) if use_linear else nn.Conv2d(in_channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(
-                inner, n_heads, d_head, dropout=dropout, context_dim=context_dim, use_checkpoint=use_checkpoint
+                inner,
+                n_heads,
+                d_head,
+                dropout=dropout,
+                context_dim=context_dim,
+                use_checkpoint=use_checkpoint,
+                upcast_attention=upcast_attention,
             )
             for _ in range(depth)
         )

@@ -111,6 +111,8 @@ class UNetModel(nn.Module):
     """UNet with cross-attention; `forward(x, timesteps, context)` predicts the noise eps.
 
     Keyword names follow the CompVis configs so `v1-inference.yaml` instantiates it as it is.
+    `upcast_attention` (diffusers' name; on in the v2 configs): attention in fp32 when the weights are
+    fp16/bf16, against SD 2.x's fp16 overflow. `use_fp16` is accepted and ignored: --precision decides.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class UNetModel(nn.Module):
         legacy: bool = False,
         use_linear_in_transformer: bool = False,
         norm_groups: int = 32,
+        upcast_attention: bool = False,
         **ignored,
     ):
         super().__init__()
@@ -166,6 +169,7 @@ class UNetModel(nn.Module):
                 use_linear=use_linear_in_transformer,
                 use_checkpoint=use_checkpoint,
                 norm_groups=norm_groups,
+                upcast_attention=upcast_attention,
             )
 
         self.input_blocks = nn.ModuleList(

@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 from ldm.errors import ConfigError
+from ldm.modules.encoders.open_clip import FrozenOpenCLIPEmbedder
 from ldm.modules.encoders.tokenizer import load_tokenizer
+
+# Stability's SD 2.x configs name `ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder`: re-exported so
+# users' own v2 yamls instantiate unchanged.
+
+__all__ = ["FrozenCLIPEmbedder", "FrozenOpenCLIPEmbedder"]
 
 # The ViT-L/14 text tower used by Stable Diffusion v1.x.
 VIT_L14_TEXT = dict(
