@@ -18,6 +18,7 @@ from torch import nn
 
 from ldm.diffusers_folder import is_diffusers_folder, read_diffusers_folder
 from ldm.errors import CheckpointError, ConfigError
+from ldm.model_family import check_family, family_of_state_dict
 from ldm.models.diffusion.schedule import SCHEDULE_BUFFERS
 from ldm.safe_load import read_state_dict
 from ldm.util import instantiate_from_config
@@ -124,9 +125,12 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     shapes = [k for k in sd if k in expected and tuple(sd[k].shape) != expected[k]]
     if not (missing or unexpected or shapes):
         return
+    family = family_of_state_dict(expected)
+    kind = f"an {family}" if family else "a Stable Diffusion"
+    config_of = f" for this {family} config" if family else ""
     if not any(k in expected for k in sd if k not in SCHEDULE_BUFFERS):
         raise CheckpointError(
-            f"{source} does not look like a Stable Diffusion v1 checkpoint: none of the model's "
+            f"{source} does not look like a Stable Diffusion checkpoint{config_of}: none of the model's "
             f"{len(expected)} keys are in it (first keys: {', '.join(list(sd)[:3])})"
         )
     parts = []
@@ -140,7 +144,7 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
         if keys:
             parts.append(f"{len(keys)} {label} keys, first in {component_of(keys[0])}: " + ", ".join(keys[:3]))
     raise CheckpointError(
-        f"{source} does not fit the config ({'; '.join(parts)}); is it an SD v1.x model? pass the matching --config"
+        f"{source} does not fit the config ({'; '.join(parts)}); is it {kind} model? pass the matching --config"
     )
 
 
@@ -184,7 +188,7 @@ def load_model_from_config(
     with_embedding_manager: bool = True,
 ) -> nn.Module:
     """Build the model described by `config` (a path, or an OmegaConf node with `model`), load `ckpt`
-    (an SD v1 file, or a diffusers SD v1 model folder) into it with every key accounted for, and return it
+    (an SD 1.x/2.x file, or a diffusers model folder) into it with every key accounted for, and return it
     in eval mode on `device`."""
     model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
     # A diffusers model folder is renamed to our layout here; any other folder is refused by read_state_dict.
@@ -207,6 +211,7 @@ def load_model_from_config(
         model.reset_buffers()
     if use_ema is None:
         use_ema = bool(getattr(model, "use_ema", False))
+    check_family(model_config, sd, str(ckpt))  # before the key check: its message names the config to pass
     _assign_state_dict(model, sd, use_ema=use_ema, source=str(ckpt))
     del sd
     if personalization is not None and with_embedding_manager:
