@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 import torch
-from sd_helpers import randomize_
+from sd_helpers import open_clip_twin, randomize_
 from torch import nn
 
 from ldm.errors import ConfigError
@@ -234,37 +234,7 @@ def test_bad_config_is_one_config_error(kwargs, fragment):
 # -- oracle --------------------------------------------------------------------------------------------------
 def _transformers_twin(encoder: FrozenOpenCLIPEmbedder) -> nn.Module:
     """transformers' CLIPTextModel loaded strictly from our state dict via diffusers' converter."""
-    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    m = encoder.model
-    config = CLIPTextConfig(
-        vocab_size=m.vocab_size,
-        hidden_size=m.width,
-        intermediate_size=4 * m.width,
-        num_hidden_layers=encoder.n_blocks,
-        num_attention_heads=m.heads,
-        max_position_embeddings=m.context_length,
-        hidden_act="gelu",
-        layer_norm_eps=1e-5,
-    )
-    with torch.device("meta"):
-        twin = CLIPTextModel(config)
-    sd = _holder(encoder).state_dict()
-    dropped = f"{PREFIX}transformer.resblocks.{m.layers - 1}."
-    if encoder.layer == "penultimate" and m.layers != 24:
-        # diffusers' ignore list names block 23 (SD 2's last) literally; drop a shallow model's last block.
-        sd = {k: v for k, v in sd.items() if not k.startswith(dropped)}
-    converted = convert_open_clip_checkpoint(twin, sd, prefix=PREFIX)
-    if encoder.layer == "penultimate":  # the converter itself dropped block 23 and the projection
-        assert not any(".layers.23." in k or "text_projection" in k for k in converted)
-    assert "text_model.final_layer_norm.weight" in converted  # ln_final is kept
-    if not hasattr(twin, "text_model"):  # transformers >= 5.6 has no text_model level (as diffusers does)
-        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
-    result = twin.load_state_dict(converted, strict=True, assign=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    twin.embeddings.position_ids = torch.arange(m.context_length).expand(1, -1)  # non-persistent buffer
-    return twin.eval()
+    return open_clip_twin(encoder, _holder(encoder).state_dict(), prefix=PREFIX)
 
 
 def _check_against_twin(encoder: FrozenOpenCLIPEmbedder) -> None:

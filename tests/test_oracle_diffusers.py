@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from sd_helpers import SD_CONFIG, TINY_CONFIG, load_config, randomize_, text_state_dict
+from sd_helpers import strict_into as _strict_into
 
 TOL = 1e-4
 
@@ -29,14 +30,6 @@ def full(request):
     yield cfg, model, model.state_dict()
     del model
     gc.collect()
-
-
-def _strict_into(cls_factory, state_dict):
-    with torch.device("meta"):
-        module = cls_factory()
-    missing_unexpected = module.load_state_dict(state_dict, strict=True, assign=True)
-    assert not missing_unexpected.missing_keys and not missing_unexpected.unexpected_keys
-    return module.eval()
 
 
 @torch.no_grad()
