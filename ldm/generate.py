@@ -19,6 +19,7 @@ from PIL import Image
 
 from ldm.devices import choose_device, choose_dtype
 from ldm.errors import ConfigError
+from ldm.image_size import resolve_size
 from ldm.image_utils import pil_to_tensor, tensor_to_pil
 from ldm.model_loading import load_model_from_config
 from ldm.models.diffusion.sample import check_steps, img2img_steps, sample_latents, sampler_step_count
@@ -133,7 +134,7 @@ class Generate:
         if self.model is None:
             if self.weights is None:
                 raise ConfigError(
-                    "no weights given; pass --ckpt/--weights with an SD v1 .ckpt, .safetensors "
+                    "no weights given; pass --ckpt/--weights with an SD 1.x/2.x .ckpt, .safetensors "
                     "or diffusers model folder"
                 )
             log.info("loading %s with %s", self.weights, self.config)
@@ -191,8 +192,8 @@ class Generate:
         seed: int | None = None,
         cfg_scale: float = 7.5,
         ddim_eta: float = 0.0,
-        width: int = 512,
-        height: int = 512,
+        width: int | None = None,
+        height: int | None = None,
         sampler_name: str | None = None,
         init_img: PathLike | Image.Image | None = None,
         strength: float = 0.75,
@@ -206,6 +207,7 @@ class Generate:
 
         With `init_img`, img2img: the image is encoded and `round(strength x steps)` steps re-denoise it.
         """
+        width, height = resolve_size(width, height, self.config)  # unset: the model's size (512 or 768)
         check_size(width, height)
         check_steps(steps)
         iterations, batch_size, cfg_scale, ddim_eta, seed = check_numbers(

@@ -23,13 +23,17 @@ from ldm.validate import float_arg, int_arg
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/stable-diffusion/v1-inference.yaml", help="model config")
+    p.add_argument(
+        "--config",
+        default="configs/stable-diffusion/v1-inference.yaml",
+        help="model config (SD 2.x: configs/stable-diffusion/v2-inference-v.yaml, or v2-inference.yaml for 512-base)",
+    )
     p.add_argument(
         "--weights",
         "--ckpt",
         dest="weights",
         default="models/ldm/stable-diffusion-v1/model.ckpt",
-        help="SD v1 .ckpt or .safetensors",
+        help="SD 1.x/2.x .ckpt, .safetensors or diffusers folder",
     )
     p.add_argument("--embedding_path", action="append", default=[], help="an embedding file (repeatable)")
     p.add_argument(
@@ -43,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--seed", type=int_arg(*SEED_RANGE), default=None, help="default seed (random per command when unset)"
     )
     p.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=50, help="default steps")
-    p.add_argument("--width", "-W", type=int_arg(None), default=512)
-    p.add_argument("--height", "-H", type=int_arg(None), default=512)
+    size = "default: the config's training size, 512 (768 for v2-inference-v.yaml)"
+    p.add_argument("--width", "-W", type=int_arg(None), default=None, help=size)
+    p.add_argument("--height", "-H", type=int_arg(None), default=None, help=size)
     p.add_argument("--cfg_scale", "-C", type=float_arg(0, MAX_CFG_SCALE), default=7.5)
     p.add_argument("--from_file", help="read commands from this file ('-' = stdin) instead of the prompt")
     p.add_argument("--history_file", default=str(Path.home() / ".invoke_history"), help="readline history")
@@ -96,10 +101,12 @@ def main(argv=None) -> int:
         from ldm.errors import LdmUserError
         from ldm.fileio import check_output_dir
         from ldm.generate import Generate, check_size
+        from ldm.image_size import resolve_size
         from ldm.invoke.session import InvokeSession
 
         if args.from_file and args.from_file != "-" and not Path(args.from_file).is_file():
             raise LdmUserError(f"--from_file {args.from_file}: no such file")
+        args.width, args.height = resolve_size(args.width, args.height, args.config)
         check_size(args.width, args.height, names=("--width", "--height"))  # before minutes of loading
         check_output_dir(args.outdir, "--outdir")
         for path in args.embedding_path:

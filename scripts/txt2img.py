@@ -40,13 +40,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n_iter", type=int_arg(1, MAX_ITERATIONS), default=1, help="batches to sample")
     p.add_argument("--n_samples", type=int_arg(1), default=1, help="images per batch (per prompt)")
     p.add_argument("--n_rows", type=int_arg(0), default=0, help="images per grid row (default: n_samples)")
-    p.add_argument("--H", type=int_arg(None), default=512, help="image height in pixels (multiple of 8, up to 4096)")
-    p.add_argument("--W", type=int_arg(None), default=512, help="image width in pixels (multiple of 8, up to 4096)")
+    size = "multiple of 8, up to 4096; default: the config's training size, 512 (768 for v2-inference-v.yaml)"
+    p.add_argument("--H", type=int_arg(None), default=None, help=f"image height in pixels ({size})")
+    p.add_argument("--W", type=int_arg(None), default=None, help=f"image width in pixels ({size})")
     p.add_argument(
         "--scale", type=float_arg(0, MAX_CFG_SCALE), default=7.5, help="classifier-free guidance scale (1 = none)"
     )
-    p.add_argument("--config", default="configs/stable-diffusion/v1-inference.yaml", help="model config")
-    p.add_argument("--ckpt", default="models/ldm/stable-diffusion-v1/model.ckpt", help="SD v1 .ckpt or .safetensors")
+    p.add_argument(
+        "--config",
+        default="configs/stable-diffusion/v1-inference.yaml",
+        help="model config (SD 2.x: configs/stable-diffusion/v2-inference-v.yaml, or v2-inference.yaml for 512-base)",
+    )
+    p.add_argument(
+        "--ckpt",
+        default="models/ldm/stable-diffusion-v1/model.ckpt",
+        help="SD 1.x/2.x .ckpt, .safetensors or diffusers folder",
+    )
     p.add_argument("--use_ema", action="store_true", help="use the model_ema.* weights of the checkpoint")
     p.add_argument("--seed", type=int_arg(*SEED_RANGE), default=42, help="seed; batch i uses seed + i")
     p.add_argument(
@@ -87,10 +96,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     from ldm.embeddings import read_embedding_file
     from ldm.fileio import check_output_dir, save_png
     from ldm.generate import Generate, check_batch, check_size
+    from ldm.image_size import resolve_size
     from ldm.image_utils import make_grid
     from ldm.prompts.parser import parse_prompt
 
     # Everything the user typed is checked before minutes of model loading.
+    args.W, args.H = resolve_size(args.W, args.H, args.config)
     check_size(args.W, args.H, names=("--W", "--H"))
     check_batch(args.n_samples, args.W, args.H, "--n_samples")
     outdir = check_output_dir(args.outdir, "--outdir")
