@@ -3,8 +3,9 @@
     gen = Generate(weights="sd-v1-4.ckpt", embedding_paths=["logs/.../embeddings.pt"])
     for image, seed in gen.prompt2image("a photo of * [blurry]", steps=30, seed=42): ...
 
-Prompts go through `ldm.prompts.PromptEncoder`: long prompts are chunked, A1111 emphasis applies, and
-the words of the embedding library (explicit files + an embeddings directory) are spliced in.
+Prompts go through `ldm.prompts.Conditioner`: long prompts are chunked, A1111 emphasis applies, and
+the words of the embedding library (explicit files + an embeddings directory) are spliced in, as are the
+learned words of a model handed in with an embedding manager (training grids, compare_embeddings).
 """
 
 from __future__ import annotations
@@ -116,7 +117,6 @@ class Generate:
         use_ema: bool | None = None,
         embedding_paths: Sequence[PathLike] = (),
         embedding_directory: PathLike | None = None,
-        use_library: bool | None = None,
     ):
         self.config, self.weights, self.use_ema = config, weights, use_ema
         self.device = choose_device(device)
@@ -125,9 +125,7 @@ class Generate:
         self.sampler_name = sampler_name
         self.model = model
         self.embedding_paths, self.embedding_directory = list(embedding_paths), embedding_directory
-        # A model handed in with its own embedding manager (training, compare scripts) conditions through it.
-        self.use_library = use_library if use_library is not None else model is None or bool(embedding_paths)
-        self._encoder = None
+        self._conditioner = None
 
     # -- loading ---------------------------------------------------------------------------------------
     def load_model(self) -> torch.nn.Module:
@@ -149,31 +147,28 @@ class Generate:
         return self.model
 
     @property
-    def prompt_encoder(self):
-        """The prompt encoder with the embedding library (built on first use, re-scanned on each call)."""
-        if self._encoder is None:
+    def conditioner(self):
+        """The conditioner with the embedding library (built on first use, re-scanned on each call); the
+        model's own learned words, if it has an embedding manager, are terms too."""
+        if self._conditioner is None:
             from ldm.embeddings.library import EmbeddingLibrary
-            from ldm.prompts.conditioning import PromptEncoder
+            from ldm.prompts.conditioner import Conditioner
 
             model = self.load_model()
-            dim = model.cond_stage_model.text_model.embeddings.token_embedding.embedding_dim
-            library = EmbeddingLibrary(dim, self.embedding_paths, self.embedding_directory)
-            self._encoder = PromptEncoder(model, library)
-        return self._encoder
+            library = EmbeddingLibrary(model.cond_stage_model.width, self.embedding_paths, self.embedding_directory)
+            self._conditioner = Conditioner(model, library)
+        return self._conditioner
 
     @property
     def library(self):
-        return self.prompt_encoder.library
+        return self.conditioner.library
 
     @torch.no_grad()
     def conditioning(self, prompts: list[str]) -> torch.Tensor:
-        model = self.load_model()
-        if not self.use_library:
-            return model.get_learned_conditioning(prompts)
-        encoder = self.prompt_encoder
-        if encoder.library is not None:
-            encoder.library.refresh()  # pick up files dropped into the embeddings folder
-        return encoder.encode(prompts)
+        """Prompts -> the context the samplers take (the conditioner's "crossattn")."""
+        conditioner = self.conditioner
+        conditioner.library.refresh()  # pick up files dropped into the embeddings folder
+        return conditioner(prompts)["crossattn"]
 
     def step_count(
         self, steps: int, sampler_name: str | None = None, karras: bool = False, strength: float | None = None

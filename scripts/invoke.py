@@ -121,7 +121,7 @@ def main(argv=None) -> int:
             embedding_directory=args.embedding_directory if Path(args.embedding_directory).is_dir() else None,
         )
         gen.load_model()
-        _ = gen.prompt_encoder  # load the embeddings now: a bad --embedding_path fails before the prompt
+        _ = gen.conditioner  # load the embeddings now: a bad --embedding_path fails before the prompt
         defaults = dict(
             steps=args.steps,
             seed=args.seed,

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     )
     gen.load_model()
     if args.embedding_path:
-        _ = gen.prompt_encoder  # reads the files: a broken one fails now, before sampling
+        _ = gen.conditioner  # reads the files: a broken one fails now, before sampling
     sample_dir = outdir / "samples"
     count = next_index(sample_dir, "*.png")
     written, all_images = [], []

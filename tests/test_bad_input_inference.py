@@ -11,6 +11,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -95,8 +96,8 @@ def test_invoke_switches_refuse_bad_numbers(switches, flag):
 def gen(tiny_model):
     from ldm.generate import Generate
 
-    # use_library: prompts go through the emphasis parser (as in invoke/txt2img), not the plain encoder
-    kw = dict(config=TINY_CONFIG, model=tiny_model, device="cpu", precision="full", use_library=True)
+    # prompts go through the conditioner's emphasis parser, as in invoke/txt2img
+    kw = dict(config=TINY_CONFIG, model=tiny_model, device="cpu", precision="full")
     return Generate(sampler_name="k_euler", **kw)
 
 
@@ -240,7 +241,8 @@ def test_invoke_session_survives_a_full_disk_and_goes_on(tmp_path, monkeypatch):
     from ldm.invoke.session import InvokeSession
 
     class StubGenerate:
-        weights, use_library = None, False
+        weights = None
+        conditioner = SimpleNamespace(used_embeddings=lambda prompt: [])
 
         def prompt2image(self, prompt, seed=None, **kwargs):
             return [(Image.new("RGB", (8, 8), (seed, 0, 0)), seed)]

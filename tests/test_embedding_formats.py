@@ -247,7 +247,10 @@ def tiny_pipeline(tiny_model):
 
 @pytest.mark.parametrize("filename", ["reddisc.pt", "learned_embeds.bin", "learned_embeds.safetensors"])
 def test_diffusers_load_textual_inversion_reads_our_files(tiny_pipeline, tiny_model, tmp_path, filename):
+    from types import SimpleNamespace
+
     from ldm.modules.embedding_manager import EmbeddingManager
+    from ldm.prompts import Conditioner
 
     pipe = copy.deepcopy(tiny_pipeline)
     token = f"<reddisc-{Path(filename).suffix[1:]}>"
@@ -261,14 +264,15 @@ def test_diffusers_load_textual_inversion_reads_our_files(tiny_pipeline, tiny_mo
     ids = pipe.tokenizer.convert_tokens_to_ids([token, f"{token}_1", f"{token}_2"])
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids].detach(), vec)
 
-    # The same prompt through diffusers and through our splice gives the same conditioning.
+    # The same prompt through diffusers and through our conditioner gives the same conditioning.
     prompt = pipe.maybe_convert_prompt(f"a photo of {token} on grass", pipe.tokenizer)
     ids = pipe.tokenizer(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         theirs = pipe.text_encoder(ids).last_hidden_state
         manager = EmbeddingManager(copy.deepcopy(tiny_model.cond_stage_model), ["*"], ["grass"])
         manager.load(path)
-        ours = manager.encode(["a photo of * on grass"])
+        holder = SimpleNamespace(cond_stage_model=manager.embedder, embedding_manager=manager)
+        ours = Conditioner(holder, prompt_syntax=False)(["a photo of * on grass"])["crossattn"]
     assert (ours - theirs).abs().max().item() < 1e-5
 
 

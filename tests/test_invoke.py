@@ -129,7 +129,6 @@ def test_embeddings_change_conditioning_at_their_positions(tiny_model, emb_dir):
         device="cpu",
         precision="full",
         embedding_directory=emb_dir,
-        use_library=True,
     )
     base = gen.conditioning(["a photo of redthing and bluething"])
     word_pos = 4  # BOS a photo of -> 'redthing' vectors start at position 4 (causal: earlier positions unaffected)
@@ -184,7 +183,6 @@ def test_negative_prompt_embedding_changes_only_the_unconditional_half(tiny_mode
         device="cpu",
         precision="full",
         embedding_directory=emb_dir,
-        use_library=True,
     )
     prompts = ["a photo of redthing", "uglything , blurry"]  # [cond, uncond] as prompt2image batches them
     base = gen.conditioning(prompts)
@@ -193,5 +191,5 @@ def test_negative_prompt_embedding_changes_only_the_unconditional_half(tiny_mode
     diff = (changed - base).abs().amax(dim=-1)
     assert diff[0].max() == 0  # the positive prompt does not use it
     assert diff[1, 0] == 0 and diff[1, 1] > 0  # BOS unchanged; the negative word's vectors start at position 1
-    report = "\n".join(gen.prompt_encoder.tokenization_report("uglything , blurry"))
+    report = "\n".join(gen.conditioner.tokenization_report("uglything , blurry"))
     assert "uglything" in report

@@ -1,4 +1,4 @@
-"""Prompt syntax and PromptEncoder on the tiny CLIP (real vocabulary, hidden 32): chunking past 75 tokens,
+"""Prompt syntax and the Conditioner on the tiny CLIP (real vocabulary, hidden 32): chunking past 75 tokens,
 BREAK, embeddings kept whole and placed at the right positions, A1111 emphasis, negative brackets."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 from ldm.embeddings import LoadedEmbedding
 from ldm.embeddings.library import EmbeddingLibrary
 from ldm.errors import ConfigError
-from ldm.prompts import BREAK, Fragment, PromptEncoder, parse_prompt, split_negative
+from ldm.prompts import BREAK, Conditioner, Fragment, parse_prompt, split_negative
 
 BOS, EOS = 49406, 49407
 WORDS = ["red", "blue", "green", "cat", "dog"]  # one CLIP token each
@@ -50,6 +50,11 @@ def ids(model, text: str) -> list[int]:
     return model.cond_stage_model.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def ctx(conditioner: Conditioner, prompts) -> torch.Tensor:
+    """The context the conditioner gives (what the samplers take)."""
+    return conditioner(prompts)["crossattn"]
+
+
 def plain(model, text) -> torch.Tensor:
     with torch.no_grad():
         return model.cond_stage_model.encode(text)
@@ -78,23 +83,23 @@ def test_split_negative_takes_square_brackets_out():
 
 # -- encoding ------------------------------------------------------------------------------------------------
 def test_short_plain_prompts_equal_the_plain_encoder_exactly(model):
-    enc = PromptEncoder(model, make_library())
+    enc = Conditioner(model, make_library())
     with torch.no_grad():
         for prompt in ["a photo of a cat on the beach", "", ["a red car", "two dogs, (plain:1.0) text"]]:
             expected = plain(
                 model, [p.replace("(plain:1.0)", "plain") for p in prompt] if isinstance(prompt, list) else prompt
             )
-            assert torch.equal(enc.encode(prompt), expected)
-        assert enc.encode("").shape == (1, 77, 32)
+            assert torch.equal(ctx(enc, prompt), expected)
+        assert ctx(enc, "").shape == (1, 77, 32)
 
 
 def test_long_prompt_gets_two_chunks_and_each_half_is_independent(model):
-    enc = PromptEncoder(model)
+    enc = Conditioner(model)
     tokens = words(120)
     changed = list(tokens)
     changed[100] = "house"
     with torch.no_grad():
-        a, b = enc.encode(" ".join(tokens)), enc.encode(" ".join(changed))
+        a, b = ctx(enc, " ".join(tokens)), ctx(enc, " ".join(changed))
     assert a.shape == (1, 154, 32)
     assert torch.equal(a[:, :77], b[:, :77]) and not torch.allclose(a[:, 77:], b[:, 77:])
     assert torch.equal(a[:, :77], plain(model, " ".join(tokens[:75])))
@@ -105,27 +110,27 @@ def test_long_prompt_gets_two_chunks_and_each_half_is_independent(model):
 
 
 def test_break_forces_a_new_chunk(model):
-    enc = PromptEncoder(model)
+    enc = Conditioner(model)
     with torch.no_grad():
-        z = enc.encode("a red car BREAK a blue sky")
+        z = ctx(enc, "a red car BREAK a blue sky")
     assert z.shape == (1, 154, 32)
     assert torch.equal(z[:, :77], plain(model, "a red car")) and torch.equal(z[:, 77:], plain(model, "a blue sky"))
-    assert enc.encode("BREAK a red car BREAK BREAK").shape == (1, 77, 32)  # no empty chunks
+    assert ctx(enc, "BREAK a red car BREAK BREAK").shape == (1, 77, 32)  # no empty chunks
 
 
 def test_comma_near_the_limit_ends_the_chunk(model):
-    enc = PromptEncoder(model)
+    enc = Conditioner(model)
     prompt = " ".join(words(70)) + ", " + " ".join(words(10))
     assert [len(c.pieces) for c in enc.chunks(prompt)] == [71, 10]
-    assert [len(c.pieces) for c in PromptEncoder(model, comma_backtrack=0).chunks(prompt)] == [75, 6]
+    assert [len(c.pieces) for c in Conditioner(model, comma_backtrack=0).chunks(prompt)] == [75, 6]
 
 
 def test_embedding_at_the_limit_moves_whole_to_the_next_chunk(model, captured):
     lib = make_library(toy=vectors(3, 5))
-    enc = PromptEncoder(model, lib)
+    enc = Conditioner(model, lib)
     prompt = " ".join(words(73)) + " <cat-toy> dog"  # 73 + 3 > 75: the toy starts chunk 1
     with torch.no_grad():
-        z = enc.encode(prompt)
+        z = ctx(enc, prompt)
     assert z.shape == (1, 154, 32)
     (embeds,) = captured
     table = model.cond_stage_model.text_model.embeddings.token_embedding.weight
@@ -137,10 +142,10 @@ def test_embedding_at_the_limit_moves_whole_to_the_next_chunk(model, captured):
 
 def test_two_embeddings_land_at_their_positions_and_each_matters(model, captured):
     lib = make_library()
-    enc = PromptEncoder(model, lib)
+    enc = Conditioner(model, lib)
     prompt = "a photo of mycat with <cat-toy> on grass"
     with torch.no_grad():
-        z = enc.encode(prompt)
+        z = ctx(enc, prompt)
     row = [BOS] + ids(model, "a photo of") + [EOS] * 2 + ids(model, "with") + [EOS] * 3 + ids(model, "on grass")
     row += [EOS] * (77 - len(row))
     table = model.cond_stage_model.text_model.embeddings.token_embedding.weight
@@ -153,26 +158,26 @@ def test_two_embeddings_land_at_their_positions_and_each_matters(model, captured
         "chunk 0 (11/75): a photo of <mycat:0> <mycat:1> with <cat-toy:0> <cat-toy:1> <cat-toy:2> on grass"
     )
     with torch.no_grad():
-        other_cat = PromptEncoder(model, make_library(mycat=vectors(2, 9))).encode(prompt)
-        other_toy = PromptEncoder(model, make_library(toy=vectors(3, 9))).encode(prompt)
+        other_cat = ctx(Conditioner(model, make_library(mycat=vectors(2, 9))), prompt)
+        other_toy = ctx(Conditioner(model, make_library(toy=vectors(3, 9))), prompt)
     assert not torch.allclose(z[:, 4:], other_cat[:, 4:]) and torch.equal(z[:, :4], other_cat[:, :4])
     assert not torch.allclose(z[:, 7:], other_toy[:, 7:]) and torch.equal(z[:, :7], other_toy[:, :7])
 
 
 def test_star_and_glued_punctuation_find_the_term(model):
-    enc = PromptEncoder(model, make_library())
+    enc = Conditioner(model, make_library())
     assert enc.used_embeddings("a photo of *.") == ["mycat"]
     assert enc.used_embeddings("mycats and <cat-toy>, MyCat") == ["<cat-toy>", "mycat"]
     with torch.no_grad():
-        assert torch.equal(enc.encode("a photo of *"), enc.encode("a photo of mycat"))
+        assert torch.equal(ctx(enc, "a photo of *"), ctx(enc, "a photo of mycat"))
 
 
 def test_emphasis_changes_the_conditioning_but_keeps_the_chunk_mean(model):
-    enc = PromptEncoder(model)
+    enc = Conditioner(model)
     with torch.no_grad():
-        base = enc.encode("a red car on a road")
-        weighted = enc.encode("a (red:1.5) car on a road")
-        down = enc.encode("a [red] car on a road")
+        base = ctx(enc, "a red car on a road")
+        weighted = ctx(enc, "a (red:1.5) car on a road")
+        down = ctx(enc, "a [red] car on a road")
     for z in (weighted, down):
         assert not torch.allclose(z, base)
         assert z.mean().item() == pytest.approx(base.mean().item(), rel=1e-4)
@@ -182,39 +187,39 @@ def test_emphasis_changes_the_conditioning_but_keeps_the_chunk_mean(model):
 
 
 def test_batches_with_different_chunk_counts_are_padded_with_empty_chunks(model):
-    enc = PromptEncoder(model)
+    enc = Conditioner(model)
     long = " ".join(words(100))
     with torch.no_grad():
-        z = enc.encode(["a red car", long])
+        z = ctx(enc, ["a red car", long])
     assert z.shape == (2, 154, 32)
     assert torch.equal(z[0, :77], plain(model, "a red car")[0])
     assert torch.equal(z[0, 77:], plain(model, "")[0])
-    assert torch.allclose(z[1], enc.encode(long)[0], atol=1e-6)
+    assert torch.allclose(z[1], ctx(enc, long)[0], atol=1e-6)
 
 
 def test_bad_settings_are_refused(model):
     with pytest.raises(ConfigError):
-        PromptEncoder(model, EmbeddingLibrary(768))
+        Conditioner(model, EmbeddingLibrary(768))
     with pytest.raises(ConfigError):
-        PromptEncoder(model, chunk_length=76)
+        Conditioner(model, chunk_length=76)
     lib = EmbeddingLibrary(32)
     lib.add(LoadedEmbedding("<huge>", torch.zeros(80, 32), token="<huge>"))
     with pytest.raises(ConfigError) as exc:
-        PromptEncoder(model, lib).encode("a <huge> thing")
+        ctx(Conditioner(model, lib), "a <huge> thing")
     assert "'<huge>'" in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_repeated_prompts_are_encoded_once_until_the_library_changes(model, captured):
     lib = make_library()
-    enc = PromptEncoder(model, lib)
+    enc = Conditioner(model, lib)
     with torch.no_grad():
-        first = enc.encode(["a photo of mycat", ""])
-        again = enc.encode(["a photo of mycat", ""])
+        first = ctx(enc, ["a photo of mycat", ""])
+        again = ctx(enc, ["a photo of mycat", ""])
         assert again is first and len(captured) == 1  # the text transformer ran once
         lib.add(LoadedEmbedding("mycat", vectors(2, 7), token="*"), name="mycat")  # replaces the term
-        changed = enc.encode(["a photo of mycat", ""])
+        changed = ctx(enc, ["a photo of mycat", ""])
     assert len(captured) == 2 and not torch.allclose(changed[0], first[0]) and torch.equal(changed[1], first[1])
     with torch.enable_grad():
-        enc.encode("a photo of mycat")
-        enc.encode("a photo of mycat")
+        ctx(enc, "a photo of mycat")
+        ctx(enc, "a photo of mycat")
     assert len(captured) == 3  # frozen weights: nothing needs a graph, so grad mode caches too

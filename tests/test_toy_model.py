@@ -155,7 +155,6 @@ def _generate(embedding=None):
         config=CONFIG,
         weights=WEIGHTS,
         embedding_paths=[embedding] if embedding else [],
-        use_library=True,
         sampler_name="ddim",
     )
 

@@ -3,7 +3,8 @@
 Columns are snapshots (e.g. `embeddings_gs-500.pt`, `embeddings_gs-1000.pt` of a training run), rows are
 prompts that use the placeholder. Every cell starts from the same seed, so the columns differ only by
 the learned vectors. The model is built once; for each snapshot its vectors are loaded into the
-model's embedding manager, whose placeholder the prompts use.
+model's embedding manager, whose placeholders are terms of the Generate's conditioner: the prompts use
+them, and the conditioner's cache sees the swap (it keys on the parameters and their in-place versions).
 """
 
 from __future__ import annotations
@@ -123,14 +124,9 @@ def render_cells(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[list[Image.Image]]:
     """cells[row][col]: prompt `row` with snapshot `col` loaded, all from `seed`. `generate` is a
-    `ldm.generate.Generate` built with `model=` (so it conditions through the model's embedding manager).
-    `progress(done, total)` is called
-    with done=0 once every input is checked, then after each cell."""
-    if getattr(generate, "use_library", False):  # it would bypass the manager: every column the same
-        raise ValueError(
-            "render_cells needs a Generate built with model= (conditioning through the model's "
-            "embedding manager), not one that encodes prompts with its embedding library"
-        )
+    `ldm.generate.Generate` built with `model=` a model with an embedding manager (its placeholders are
+    the conditioner's learned words). `progress(done, total)` is called with done=0 once every input is
+    checked, then after each cell."""
     manager = getattr(generate.load_model(), "embedding_manager", None)
     if manager is None:
         raise ConfigError(
@@ -205,7 +201,7 @@ def compare_embeddings(
     node = model_config_with_manager(config, placeholder)
     log.info("loading %s with %s", ckpt, config)
     model = load_model_from_config(node, ckpt, device=torch_device, dtype=dtype)
-    # Handed the model: Generate conditions through model.get_learned_conditioning, i.e. the manager.
+    # Handed the model, Generate's conditioner takes the manager's placeholders as terms (swapped per column).
     generate = Generate(model=model, device=str(torch_device), precision=precision, sampler_name=sampler_name)
     cells = render_cells(
         generate,

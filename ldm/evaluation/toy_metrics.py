@@ -175,9 +175,7 @@ def evaluate_toy(
         raise ConfigError(f"samples {settings.samples}; use 1 or more")
     classifier = load_classifier(classifier_path)
     paths = [embedding_path] if embedding_path else []
-    generate = Generate(
-        config=config, weights=weights, embedding_paths=paths, use_library=True, sampler_name=settings.sampler
-    )
+    generate = Generate(config=config, weights=weights, embedding_paths=paths, sampler_name=settings.sampler)
     rows = []
     if embedding_path:
         rows.append(

@@ -80,8 +80,7 @@ class InvokeSession:
             term = self.gen.library.load_by_name(arg.strip())
             self.emit(f"loaded embedding {getattr(term, 'name', arg.strip())}")
         elif name == "!embeddings":
-            lines = self.gen.library.describe() if self.gen.use_library else []
-            for text in lines or ["(no embeddings loaded)"]:
+            for text in self.gen.library.describe() or ["(no embeddings loaded)"]:
                 self.emit(text)
         else:
             raise LdmUserError(f"unknown command {name!r}; use !history, !fetch <png>, !embeddings, !load <name> or q")
@@ -98,7 +97,7 @@ class InvokeSession:
         recipe = self._recipe(line)
         self.history.append(line)
         if recipe.pop("log_tokenization", False):
-            for text in self.gen.prompt_encoder.tokenization_report(recipe["prompt"]):
+            for text in self.gen.conditioner.tokenization_report(recipe["prompt"]):
                 self.emit(text)
         outdir = check_output_dir(recipe.pop("outdir", None) or self.outdir, "outdir")  # before minutes of sampling
         grid = recipe.pop("grid", False)
@@ -117,8 +116,7 @@ class InvokeSession:
             negative_prompt=recipe["negative_prompt"],
             karras=recipe["karras"],
         )
-        if self.gen.use_library:
-            recipe["embeddings"] = self.gen.prompt_encoder.used_embeddings(recipe["prompt"])
+        recipe["embeddings"] = self.gen.conditioner.used_embeddings(recipe["prompt"])
         written = self._save(results, recipe, outdir, grid)
         for path in written:
             self.emit(f"{path}: {format_command({**recipe, 'seed': _seed_of(path)})}")

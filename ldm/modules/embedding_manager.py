@@ -1,8 +1,10 @@
-"""EmbeddingManager: learned vectors for placeholder words, spliced into the CLIP token embeddings.
+"""EmbeddingManager: the learned vectors of placeholder words, their init, regulariser and files.
 
-Placeholders are any strings ("*", "<my-cat>", "ajaj") matched as CLIP token sequences. Each occurrence
-in a prompt is replaced by the placeholder's active vectors, and the CLIP transformer then runs on those
-token embeddings through `FrozenCLIPEmbedder.encode_embeddings` - CLIP itself is never patched.
+Placeholders are any strings ("*", "<my-cat>", "ajaj") with distinct token sequences. The manager does not
+encode prompts: `terms()` hands its placeholders to the conditioner (ldm/prompts/conditioner.py) as terms
+like any loaded file's, whose vectors are the trainable parameters (with progressive_words, the active
+rows); the conditioner puts them in the token embeddings and runs the text encoder on them through its
+`encode_embeddings` - the encoder itself is never patched.
 
 State: `learned.<i>` (the trainable vectors of placeholder i, float32 whatever the text encoder's dtype)
 and `initial_<i>` (their starting values, the anchor of the regulariser). The embedder is referenced, not
@@ -23,7 +25,7 @@ from torch import nn
 from ldm.embeddings import PAPER, EmbeddingFileError, LoadedEmbedding, read_embedding_file, write_embedding_file
 from ldm.embeddings.loaded import check_finite
 from ldm.errors import ConfigError
-from ldm.modules.placeholder_tokens import PlaceholderTokens
+from ldm.modules.learned_terms import LearnedTerm, tokenize_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ class EmbeddingManager(nn.Module):
         if not main:
             raise ConfigError("placeholder_strings is empty; give at least one, e.g. ['*']")
         self.num_main = len(main)
-        self.tokens = PlaceholderTokens(self.tokenizer, main + per_image_token_list(per_image_tokens))
+        self.strings = main + per_image_token_list(per_image_tokens)
+        self.sequences = tokenize_placeholders(self.tokenizer, self.strings)  # checked: non-empty, distinct
         self.num_vectors_per_token = n
         self.progressive_words = bool(progressive_words)
         self.embedding_reg_weight = float(embedding_reg_weight)
@@ -105,7 +108,7 @@ class EmbeddingManager(nn.Module):
 
     @property
     def token_embedding(self) -> nn.Embedding:
-        return self.embedder.text_model.embeddings.token_embedding
+        return self.embedder.token_embedding
 
     @property
     def dim(self) -> int:
@@ -142,14 +145,18 @@ class EmbeddingManager(nn.Module):
     # -- introspection ------------------------------------------------------------------------------------
     @property
     def placeholders(self) -> list[str]:
-        return list(self.tokens.strings)
+        return list(self.strings)
+
+    def terms(self) -> dict[str, LearnedTerm]:
+        """Each placeholder as a prompt term whose vectors are its live (active) parameter rows."""
+        return {s: LearnedTerm(self, i) for i, s in enumerate(self.strings)}
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return list(self.learned)
 
     def _index(self, placeholder: str) -> int:
         try:
-            return self.tokens.strings.index(placeholder)
+            return self.strings.index(placeholder)
         except ValueError:
             raise ConfigError(f"no placeholder {placeholder!r}; this manager has {self.placeholders[:5]}") from None
 
@@ -169,43 +176,6 @@ class EmbeddingManager(nn.Module):
         if not self.progressive_words or self._step is None:
             return n
         return min(n, 1 + self._step // PROGRESSIVE_STEPS)
-
-    # -- the splice -----------------------------------------------------------------------------------------
-    def embed_prompts(
-        self, texts: Sequence[str], max_length: int = 77
-    ) -> tuple[torch.Tensor, list[list[tuple[str, int]]]]:
-        """Prompts -> (token embeddings [B, max_length, D] with the learned vectors spliced in,
-        per prompt the (placeholder, position) of every spliced vector)."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        active = [self.num_active(i) for i in range(len(self.learned))]
-        ids, slots = self.tokens.layout(self.tokenizer, texts, active, max_length)
-        emb = self.token_embedding
-        embeds = emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
-        flat = [(b, pos, p, v) for b, row in enumerate(slots) for pos, p, v in row]
-        if flat:
-            # Only the placeholders in these prompts join the graph: the others keep grad None, so the
-            # optimizer skips them (no weight decay or moment updates for absent words).
-            used = sorted({p for _, _, p, _ in flat})
-            offsets, total = {}, 0
-            for p in used:
-                offsets[p], total = total, total + active[p]
-            table = torch.cat([self.learned[p][: active[p]] for p in used])
-            rows = torch.tensor([offsets[p] + v for _, _, p, v in flat], device=table.device)
-            values = table[rows].to(device=embeds.device, dtype=embeds.dtype)  # cast at the splice
-            b_idx = torch.tensor([b for b, _, _, _ in flat], device=embeds.device)
-            pos_idx = torch.tensor([pos for _, pos, _, _ in flat], device=embeds.device)
-            embeds = embeds.index_put((b_idx, pos_idx), values)
-        names = self.tokens.strings
-        where = [[(names[p], pos) for pos, p, _ in row] for row in slots]
-        log.debug("spliced placeholders: %s", where)
-        return embeds, where
-
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.embed_prompts(texts, self.embedder.max_length)[0]
-
-    def encode(self, texts: str | Sequence[str]) -> torch.Tensor:
-        """Prompts -> conditioning [B, 77, D] from the CLIP transformer, with the learned words in place."""
-        return self.embedder.encode_embeddings(self(texts))
 
     # -- regulariser ------------------------------------------------------------------------------------------
     def regularization_loss(self) -> torch.Tensor:
@@ -231,7 +201,7 @@ class EmbeddingManager(nn.Module):
             raise ConfigError(f"name={name!r} needs a single placeholder; this manager has {count}")
         terms = []
         for i in range(count):
-            placeholder = self.tokens.strings[i]
+            placeholder = self.strings[i]
             vectors = self.learned[i][: self.num_active(i)].detach().to("cpu", torch.float32).clone()
             terms.append(
                 LoadedEmbedding(
@@ -255,7 +225,7 @@ class EmbeddingManager(nn.Module):
         format: str | None = None,
     ) -> Path:
         """Write the learned terms atomically (paper .pt unless the suffix or `format` says otherwise)."""
-        token_ids = {s: seq[0] for s, seq in zip(self.tokens.strings, self.tokens.sequences)}
+        token_ids = {s: seq[0] for s, seq in zip(self.strings, self.sequences)}
         return write_embedding_file(
             path, self.to_embeddings(step, checkpoint, name), format=format, token_ids=token_ids
         )
@@ -275,7 +245,7 @@ class EmbeddingManager(nn.Module):
                     f"{t.source or t.name}: term {t.name!r} is {t.dim} wide but this model's text encoder takes "
                     f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model"
                 )
-        index = {s: i for i, s in enumerate(self.tokens.strings)}
+        index = {s: i for i, s in enumerate(self.strings)}
         chosen: dict[int, LoadedEmbedding] = {}
         rest = []
         for t in terms:
@@ -304,7 +274,7 @@ class EmbeddingManager(nn.Module):
             # The file defines the term: adopt its vector count; the regulariser anchors at the loaded values.
             log.info(
                 "placeholder %r now has %d vectors (was %d), as in %s",
-                self.tokens.strings[i],
+                self.strings[i],
                 vectors.shape[0],
                 param.shape[0],
                 term.source or term.name,
@@ -316,5 +286,5 @@ class EmbeddingManager(nn.Module):
             term.name,
             vectors.shape[0],
             term.source or "memory",
-            self.tokens.strings[i],
+            self.strings[i],
         )

@@ -4,7 +4,8 @@ Rules: an embedding's vectors are never split across chunks (if they do not fit 
 whole embedding starts the next chunk); BREAK ends the current chunk (a BREAK at the start, or two in
 a row, makes no empty chunk); when a chunk overflows and one of its last `comma_backtrack` tokens is a
 comma, the chunk ends after that comma and the rest moves on, so a phrase is not cut mid-way (A1111).
-Each chunk becomes BOS + content + EOS padding, `chunk_length + 2` positions.
+Each chunk becomes BOS + content + EOS + padding, `chunk_length + 2` positions; the padding id is the
+tokenizer's (EOS for SD 1.x's CLIP, 0 for SD 2.x's OpenCLIP, as each model was trained).
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class Chunk:
         return sum(p.width for p in self.pieces)
 
     def layout(
-        self, bos: int, eos: int, chunk_length: int
+        self, bos: int, eos: int, chunk_length: int, pad: int | None = None
     ) -> tuple[list[int], list[float], list[tuple[int, TermRef, int]]]:
         """(ids [chunk_length + 2], weights, slots (position, term, vector index)). Term positions hold the
-        EOS id as a stand-in; the caller overwrites them with the term's vectors."""
+        EOS id as a stand-in; the caller overwrites them with the term's vectors. `pad` fills the
+        positions after the EOS (None: EOS)."""
         ids, weights, slots = [bos], [1.0], []
         for p in self.pieces:
             if p.ref is None:
@@ -50,8 +52,9 @@ class Chunk:
                 slots += [(len(ids) + v, p.ref, v) for v in range(p.width)]
                 ids += [eos] * p.width
                 weights += [p.weight] * p.width
-        pad = chunk_length + 2 - len(ids)
-        return ids + [eos] * pad, weights + [1.0] * pad, slots
+        rest = chunk_length + 1 - len(ids)  # positions after the EOS
+        ids += [eos] + [eos if pad is None else pad] * rest
+        return ids, weights + [1.0] * (rest + 1), slots
 
 
 BREAK_PIECE = Piece(token=-1, weight=0.0)  # marker in the piece stream; never placed in a chunk

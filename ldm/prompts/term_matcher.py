@@ -4,7 +4,8 @@ The text is first cut at literal occurrences of term names, because CLIP's pre-t
 punctuation: "a photo of *." would give the single token "*." and never "*". An occurrence glued to a
 letter or digit ("mycats" for the term "mycat") is not cut, so it stays an ordinary word. The token ids
 are then scanned for each term's token sequence, longest first, so "<cat-toy>" wins over a term "cat".
-Matching is case-insensitive, as CLIP lowercases everything.
+Matching is case-insensitive, as CLIP lowercases everything. A term is anything with `vectors` [n, dim]
+and `num_vectors`: a loaded file's `LoadedEmbedding`, or a word being trained (`LearnedTerm`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ldm.embeddings import LoadedEmbedding
+import torch
+
+
+class Term(Protocol):
+    """What a prompt word stands for: its vectors, one per position it takes."""
+
+    @property
+    def vectors(self) -> torch.Tensor: ...
+
+    @property
+    def num_vectors(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -22,7 +33,7 @@ class TermRef:
     """An occurrence of a library term: its vectors take `width` positions."""
 
     name: str
-    term: LoadedEmbedding
+    term: Term
 
     @property
     def width(self) -> int:
@@ -42,8 +53,9 @@ def tokenize_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 class TermMatcher:
     """`tokenize(text)` -> token ids with every term occurrence replaced by a `TermRef`."""
 
-    def __init__(self, tokenizer: Any, terms: Mapping[str, LoadedEmbedding]):
+    def __init__(self, tokenizer: Any, terms: Mapping[str, Term]):
         self.tokenizer = tokenizer
+        self.terms = dict(terms)
         names = [n for n in terms if n.strip()]
         sequences = tokenize_texts(tokenizer, names)
         self._by_first: dict[int, list[tuple[list[int], TermRef]]] = {}

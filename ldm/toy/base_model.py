@@ -177,7 +177,7 @@ def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTra
     t = time.time()
     loaded = load_model_from_config(config_path, weights, with_embedding_manager=False)
     agreement = true_words_agreement(
-        Generate(config=config_path, model=loaded, use_library=False),
+        Generate(config=config_path, model=loaded),
         classifier,
         settings.check_concepts,
         settings.check_samples,

@@ -146,16 +146,27 @@ class LatentDiffusion(pl.LightningModule):
     def apply_model(
         self, x_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | Mapping[str, Sequence[torch.Tensor]]
     ) -> torch.Tensor:
-        """The UNet's noise prediction for latents x_noisy at timesteps t under conditioning cond."""
+        """The UNet's output for latents x_noisy at timesteps t under conditioning cond: a context tensor,
+        the conditioner's {"crossattn": context}, or the paper's {"c_crossattn": [context, ...]}."""
         if isinstance(cond, Mapping):
+            if "crossattn" in cond:
+                return self.model(x_noisy, t, c_crossattn=[cond["crossattn"]])
             return self.model(x_noisy, t, **cond)
         return self.model(x_noisy, t, c_crossattn=[cond])
 
+    @property
+    def conditioner(self) -> Any:
+        """Captions -> {"crossattn": context}, the embedding manager's words as terms (ldm.prompts.Conditioner).
+        Captions are read literally (no emphasis syntax), as training sees them; longer ones are chunked."""
+        if getattr(self, "_conditioner", None) is None:
+            from ldm.prompts.conditioner import Conditioner  # lazy: the prompt stack is not needed to build
+
+            self._conditioner = Conditioner(self, prompt_syntax=False)
+        return self._conditioner
+
     def get_learned_conditioning(self, text: str | Sequence[str]) -> torch.Tensor:
-        """Prompts -> context; learned words are spliced in when an embedding manager is present."""
-        if self.embedding_manager is not None:
-            return self.embedding_manager.encode([text] if isinstance(text, str) else list(text))
-        return self.cond_stage_model.encode(text)
+        """Prompts -> context [B, 77 * k, D] through `conditioner` (learned words included)."""
+        return self.conditioner(text)["crossattn"]
 
     def encode_first_stage(self, x: torch.Tensor):
         return self.first_stage_model.encode(x.to(self.first_stage_model.post_quant_conv.weight.dtype))

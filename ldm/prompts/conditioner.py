@@ -1,20 +1,21 @@
-"""PromptEncoder: prompts with emphasis, BREAK and library embeddings -> CLIP context of any length.
+"""Conditioner: the one path from prompts to what the UNet takes, for training and for sampling.
 
-Steps for each prompt: parse emphasis -> tokenize each fragment (no BOS/EOS) -> replace every library
-term's name by its vectors -> split into chunks of at most 75 positions (see chunking.py) -> each chunk
-becomes BOS + chunk + EOS padding (77) -> the CLIP transformer runs on the token embeddings of all chunks
-at once -> chunks are concatenated along the sequence axis: [B, 77 * k, D].
+Steps for each prompt: parse emphasis and BREAK (or, with `prompt_syntax=False`, take the text literally, as
+training captions are) -> tokenize (no BOS/EOS) -> replace every term's name by its vectors, longest name
+first -> split into chunks of at most 75 positions (chunking.py) -> each chunk becomes BOS + chunk + EOS +
+padding (77; the padding id is the tokenizer's) -> the text transformer runs on the token embeddings of all
+chunks at once -> chunks are concatenated along the sequence axis: context [B, 77 * k, D] -> emphasis.
 
-Emphasis (A1111): each position's output is multiplied by its weight, then the chunk is rescaled so its
-mean equals the unweighted mean. Chunks without emphasis are left untouched, so a short plain prompt gives
-exactly `cond_stage_model.encode(prompt)`. Prompts of one batch with fewer chunks are padded with
-empty-prompt chunks (BOS + EOS...) so they stack.
+Terms come from two places and are matched alike: the embedding library (loaded files and an embeddings
+folder) and the model's embedding manager, whose placeholders are terms whose vectors are the trainable
+parameters (`LearnedTerm`), so gradients reach exactly the words present in a batch. A learned word
+shadows a library term of the same name. Short prompts without emphasis give exactly what the old
+fixed-77 path gave. Prompts of one batch with fewer chunks are padded with empty-prompt chunks so they stack.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -22,31 +23,41 @@ import torch
 from ldm.embeddings.library import EmbeddingLibrary
 from ldm.errors import ConfigError
 from ldm.prompts.chunking import BREAK_PIECE, Chunk, Piece, split_chunks
-from ldm.prompts.parser import parse_prompt
-from ldm.prompts.term_matcher import TermMatcher, TermRef, tokenize_texts
+from ldm.prompts.context_cache import ContextCache
+from ldm.prompts.emphasis import apply_emphasis
+from ldm.prompts.parser import Fragment, parse_prompt
+from ldm.prompts.term_matcher import Term, TermMatcher, TermRef, tokenize_texts
 
 log = logging.getLogger(__name__)
 
+CROSSATTN = "crossattn"  # the context key; SDXL adds "vector" (pooled text + size embedding) beside it
 
-class PromptEncoder:
-    """`model` is anything with `.cond_stage_model` (a FrozenCLIPEmbedder). The library is read live:
-    call `library.refresh()` to pick up new files in its folder; the term matcher follows its `version`.
 
+class Conditioner:
+    """`model` is anything with `.cond_stage_model` (a text encoder) and, for textual inversion, an
+    `.embedding_manager`; both are looked up at each call (the model may be moved, cast, or given a
+    manager later). The library is read live: `library.refresh()` picks up new files in its folder.
+
+    `prompt_syntax=False` reads prompts literally: no emphasis, no BREAK, brackets are text.
     `negative_brackets=True` makes square brackets plain text, for prompts whose `[...]` were already
     taken out by `split_negative` (invoke REPL); by default `[word]` is A1111 de-emphasis.
     `comma_backtrack`: when a chunk overflows, end it after a comma among its last this-many tokens (0: off).
     """
+
+    CACHE_SIZE = 32
 
     def __init__(
         self,
         model: Any,
         library: EmbeddingLibrary | None = None,
         chunk_length: int = 75,
+        prompt_syntax: bool = True,
         negative_brackets: bool = False,
         comma_backtrack: int = 20,
     ):
         self.model = model
         self.library = library
+        self.prompt_syntax = bool(prompt_syntax)
         self.negative_brackets = bool(negative_brackets)
         self.comma_backtrack = int(comma_backtrack)
         limit = self.embedder.max_length - 2
@@ -62,13 +73,11 @@ class PromptEncoder:
                 f"{self.dim}; build EmbeddingLibrary(dim={self.dim}, ...)"
             )
         self._matcher: TermMatcher | None = None
-        self._matcher_version: int | None = None
+        self._matcher_source: tuple = ()  # (library version, manager) the matcher was built for
         self._comma: int | None = None
-        # Sampling re-encodes the same prompt and negative prompt for every command and batch; the text
-        # transformer's output only changes with the prompts, the library's terms and the weights' device/dtype.
-        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._cache = ContextCache(self.CACHE_SIZE)
 
-    # -- the text encoder's parts (looked up each time: the model may be moved or cast) ------------------
+    # -- the text encoder's parts and the terms (looked up each time) -----------------------------------
     @property
     def embedder(self) -> Any:
         return self.model.cond_stage_model
@@ -79,17 +88,28 @@ class PromptEncoder:
 
     @property
     def token_embedding(self) -> torch.nn.Embedding:
-        return self.embedder.text_model.embeddings.token_embedding
+        return self.embedder.token_embedding
 
     @property
     def dim(self) -> int:
         return int(self.token_embedding.weight.shape[1])
 
+    @property
+    def manager(self) -> Any:
+        return getattr(self.model, "embedding_manager", None)
+
     def _term_matcher(self) -> TermMatcher:
-        version = self.library.version if self.library is not None else None
-        if self._matcher is None or version != self._matcher_version:
-            terms = self.library.terms() if self.library is not None else {}
-            self._matcher, self._matcher_version = TermMatcher(self.tokenizer, terms), version
+        version, manager = (self.library.version if self.library is not None else None), self.manager
+        if self._matcher is None or self._matcher_source[0] != version or self._matcher_source[1] is not manager:
+            terms: dict[str, Term] = dict(self.library.terms()) if self.library is not None else {}
+            learned = manager.terms() if manager is not None else {}
+            lowered = {n.lower(): n for n in terms}
+            for name in learned:
+                if name.lower() in lowered:
+                    log.warning("the learned word %r shadows the loaded embedding of that name", name)
+                    del terms[lowered[name.lower()]]
+            terms.update(learned)
+            self._matcher, self._matcher_source = TermMatcher(self.tokenizer, terms), (version, manager)
         return self._matcher
 
     def _comma_id(self) -> int | None:
@@ -101,7 +121,10 @@ class PromptEncoder:
     # -- prompt -> chunks ---------------------------------------------------------------------------------
     def chunks(self, prompt: str) -> list[Chunk]:
         """The prompt's chunks (at least one)."""
-        fragments = parse_prompt(prompt, negative_brackets=self.negative_brackets)
+        if self.prompt_syntax:
+            fragments = parse_prompt(prompt, negative_brackets=self.negative_brackets)
+        else:
+            fragments = [Fragment(prompt)]
         texts = [f.text for f in fragments if not f.is_break]
         items = iter(self._term_matcher().tokenize_many(texts))
         pieces: list[Piece] = []
@@ -116,87 +139,58 @@ class PromptEncoder:
                     pieces.append(Piece(token=item, weight=fragment.weight))
         return split_chunks(pieces, self.chunk_length, self._comma_id(), self.comma_backtrack)
 
-    def _layouts(self, chunks: list[Chunk]):
-        tok = self.tokenizer
-        return [c.layout(tok.bos_token_id, tok.eos_token_id, self.chunk_length) for c in chunks]
-
     # -- encoding -----------------------------------------------------------------------------------------
-    CACHE_SIZE = 32
+    def __call__(self, prompts: str | list[str]) -> dict[str, torch.Tensor]:
+        """Prompts -> {"crossattn": context [B, 77 * k, D]}, k the largest chunk count in the batch."""
+        return {CROSSATTN: self._context(prompts)}
 
-    def encode(self, prompts: str | list[str]) -> torch.Tensor:
-        """Prompts -> context [B, 77 * k, D], k the largest chunk count in the batch (cached per prompt list)."""
+    def _context(self, prompts: str | list[str]) -> torch.Tensor:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
-            raise ConfigError("PromptEncoder.encode got no prompts; pass a string or a list of strings")
-        weight = self.token_embedding.weight
-        # In-place edits of a term's vectors bump their tensor version, so they miss the cache too.
-        terms = (
-            tuple((id(t.vectors), t.vectors._version) for t in self.library.terms().values()) if self.library else ()
-        )
-        key = (
-            tuple(prompts),
-            self.library.version if self.library is not None else None,
-            terms,
-            id(self.embedder),
-            weight.device,
-            weight.dtype,
-            weight._version,
-        )
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+            raise ConfigError("the conditioner got no prompts; pass a string or a list of strings")
+        matcher = self._term_matcher()
+        terms = matcher.terms
+        key = (tuple(prompts), tuple((name, t.num_vectors) for name, t in terms.items()))
+        tensors = [getattr(t, "parameter", t.vectors) for t in terms.values()]
+        tensors += list(self.embedder.parameters())
+        z = self._cache.get(key, tensors)
+        if z is not None:
+            return z
         z = self._encode(prompts)
-        if not torch.is_grad_enabled() or not z.requires_grad:
-            self._cache[key] = z
-            if len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
+        if not z.requires_grad:  # a context in an autograd graph (training) is never reused
+            self._cache.put(key, tensors, z)
         return z
 
     def _encode(self, prompts: list[str]) -> torch.Tensor:
         per_prompt = [self.chunks(p) for p in prompts]
         k = max(len(c) for c in per_prompt)
         flat = [c for chunks in per_prompt for c in chunks + [Chunk()] * (k - len(chunks))]
-        layouts = self._layouts(flat)
+        tok = self.tokenizer
+        layouts = [c.layout(tok.bos_token_id, tok.eos_token_id, self.chunk_length, tok.pad_token_id) for c in flat]
         emb = self.token_embedding
         ids = torch.tensor([ids for ids, _, _ in layouts], dtype=torch.long, device=emb.weight.device)
         embeds = emb(ids)
-        slots = [
-            (row, pos, ref.term.vectors[v])
-            for row, (_, _, row_slots) in enumerate(layouts)
-            for pos, ref, v in row_slots
-        ]
+        slots = [(row, pos, ref, v) for row, (_, _, row_slots) in enumerate(layouts) for pos, ref, v in row_slots]
         if slots:
-            rows = torch.tensor([r for r, _, _ in slots], device=embeds.device)
-            cols = torch.tensor([p for _, p, _ in slots], device=embeds.device)
-            values = torch.stack([v for _, _, v in slots]).to(device=embeds.device, dtype=embeds.dtype)
-            embeds = embeds.index_put((rows, cols), values)
+            # Only the terms in these prompts join the graph: a learned word absent from the batch keeps
+            # grad None, so the optimizer leaves it alone (no weight decay or moment updates).
+            rows = torch.tensor([r for r, _, _, _ in slots], device=embeds.device)
+            cols = torch.tensor([p for _, p, _, _ in slots], device=embeds.device)
+            values = torch.stack([ref.term.vectors[v] for _, _, ref, v in slots])
+            embeds = embeds.index_put((rows, cols), values.to(device=embeds.device, dtype=embeds.dtype))
         z = self.embedder.encode_embeddings(embeds)
-        z = self._apply_emphasis(z, [w for _, w, _ in layouts])
+        z = apply_emphasis(z, [w for _, w, _ in layouts])
         return z.reshape(len(prompts), k * z.shape[1], z.shape[2])
-
-    @staticmethod
-    def _apply_emphasis(z: torch.Tensor, weights: list[list[float]]) -> torch.Tensor:
-        """Scale each position by its weight, then restore each emphasised chunk's mean (A1111)."""
-        weighted = [i for i, w in enumerate(weights) if any(x != 1.0 for x in w)]
-        if not weighted:
-            return z
-        z = z.clone()
-        for i in weighted:
-            chunk = z[i].float()
-            w = torch.tensor(weights[i], dtype=torch.float32, device=z.device)[:, None]
-            scaled = chunk * w
-            new_mean = scaled.mean()
-            if new_mean.abs() > 1e-12:  # a zero mean cannot be restored by scaling; keep the weighted values
-                scaled = scaled * (chunk.mean() / new_mean)
-            z[i] = scaled.to(z.dtype)
-        return z
 
     # -- reports ------------------------------------------------------------------------------------------
     def _name(self, ref: TermRef) -> str:
-        return self.library.canonical_name(ref.name) if self.library is not None else ref.name
+        lib = self.library
+        if lib is not None and ref.name in lib and lib.get(ref.name) is ref.term:
+            return lib.canonical_name(ref.name)
+        return ref.name
 
     def used_embeddings(self, prompt: str) -> list[str]:
-        """Names of the library terms the prompt uses, in order of first use (for image metadata)."""
+        """Names of the terms the prompt uses, in order of first use (for image metadata)."""
         names: list[str] = []
         for chunk in self.chunks(prompt):
             for piece in chunk.pieces:
