@@ -1,10 +1,12 @@
-"""Read a diffusers-format SD v1 model folder and rename its weights to our CompVis checkpoint layout.
+"""Read a diffusers-format SD 1.x/2.x model folder and rename its weights to our checkpoint layout.
 
 A diffusers folder splits the model into `unet/`, `vae/`, `text_encoder/` (+ `tokenizer/`,
 `model_index.json`). Each part's keys are mapped explicitly, module by module, from the block structure
 its own keys reveal (levels, res blocks per level, which levels have attention); every source key must
 be used exactly once and every expected module must appear, so nothing is dropped or invented. The
 result is then checked key by key and shape by shape against the built model by `check_state_dict`.
+The UNet and VAE rename the same way for both families (SD 2.x's linear projections are plain renames);
+an SD 2.x text encoder (exact GELU) goes to the OpenCLIP layout (diffusers_sd2.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ldm.diffusers_sd2 import is_open_clip_text_encoder, text_encoder_to_open_clip
 from ldm.errors import CheckpointError
 from ldm.safe_load import read_state_dict
 
@@ -57,8 +60,8 @@ VAE_ATTENTION = {
     "value": "v",
     "proj_attn": "proj_out",
 }
-# SD 2.x / SDXL UNets have other text encoders; our model is SD v1 only.
-OTHER_FAMILIES = {1024: "SD 2.x", 1280: "SDXL refiner", 2048: "SDXL"}
+# SDXL UNets (2048 = CLIP-L + bigG, 1280 = the refiner's bigG) are not supported yet; 768 and 1024 are.
+OTHER_FAMILIES = {1280: "SDXL refiner", 2048: "SDXL"}
 
 
 def is_diffusers_folder(path: PathLike) -> bool:
@@ -70,24 +73,27 @@ def is_diffusers_folder(path: PathLike) -> bool:
 
 
 def read_diffusers_folder(path: PathLike) -> Tensors:
-    """All weights of a diffusers SD v1 folder, renamed to `model.diffusion_model.*`, `first_stage_model.*`
-    and `cond_stage_model.transformer.text_model.*`."""
+    """All weights of a diffusers SD 1.x/2.x folder, renamed to `model.diffusion_model.*`,
+    `first_stage_model.*` and `cond_stage_model.transformer.text_model.*` (SD 1.x) or
+    `cond_stage_model.model.*` (SD 2.x, q/k/v stacked: fewer keys than the folder's)."""
     folder = Path(path).expanduser()
     missing = [part for part in PARTS if not (folder / part).is_dir()]
     if missing:
         raise CheckpointError(
             f"diffusers folder {folder} has no {', '.join(p + '/' for p in missing)} subfolder; "
-            "pass a complete SD v1 diffusers folder (unet/, vae/, text_encoder/) or a .ckpt file"
+            "pass a complete diffusers folder (unet/, vae/, text_encoder/) or a .ckpt file"
         )
     unet_config = _read_json(folder / "unet" / "config.json")
     check_unet_config(unet_config, folder)
     out: Tensors = {}
-    for part, convert in (("unet", unet_to_ldm), ("vae", vae_to_ldm), ("text_encoder", text_encoder_to_ldm)):
+    open_clip = is_open_clip_text_encoder(folder)
+    text_encoder = text_encoder_to_open_clip if open_clip else text_encoder_to_ldm
+    for part, convert in (("unet", unet_to_ldm), ("vae", vae_to_ldm), ("text_encoder", text_encoder)):
         sd = read_part(folder / part)
         converted = convert(sd, source=f"{folder}/{part}")
-        if len(converted) != len(sd):  # every source tensor lands on its own key
+        if len(converted) != len(sd) and not (open_clip and part == "text_encoder"):  # one key per tensor
             raise CheckpointError(
-                f"{folder}/{part}: {len(sd)} tensors became {len(converted)} keys; the folder's key layout is not SD v1"
+                f"{folder}/{part}: {len(sd)} tensors became {len(converted)} keys; the folder's key layout is not SD's"
             )
         out.update(converted)
     if unet_config:
@@ -146,13 +152,10 @@ def check_unet_config(config: dict[str, Any], folder: Path) -> None:
     family = OTHER_FAMILIES.get(cross) if isinstance(cross, int) else None
     if config.get("addition_embed_type") or isinstance(cross, (list, tuple)):
         family = "SDXL"
-    elif family is None and config.get("use_linear_projection"):
-        family = "SD 2.x"
     if family:
         raise CheckpointError(
-            f"diffusers folder {folder} holds a {family} UNet (cross_attention_dim {cross}, "
-            f"use_linear_projection {config.get('use_linear_projection', False)}); "
-            "this code loads SD v1.x models only; pass an SD v1.x folder or checkpoint"
+            f"diffusers folder {folder} holds a {family} UNet (cross_attention_dim {cross}); "
+            "SDXL models are not supported yet; use an SD 1.x or SD 2.x model"
         )
 
 
@@ -182,7 +185,7 @@ def _levels(keys: list[str], blocks: str, source: str) -> tuple[int, int, list[b
     levels = _indices(keys, rf"{re.escape(blocks)}\.(\d+)\.")
     if not levels or levels != list(range(len(levels))):
         raise CheckpointError(
-            f"{source}: no {blocks}.N keys (found {', '.join(keys[:3])}); is this an SD v1 diffusers folder?"
+            f"{source}: no {blocks}.N keys (found {', '.join(keys[:3])}); is this an SD diffusers folder?"
         )
     layers = len(_indices(keys, rf"{re.escape(blocks)}\.0\.resnets\.(\d+)\."))
     attention = [any(k.startswith(f"{blocks}.{i}.attentions.") for k in keys) for i in levels]
@@ -204,14 +207,14 @@ def _rename(sd: Tensors, modules: list[tuple[str, str, Any]], prefix: str, sourc
                 break
         else:
             raise CheckpointError(
-                f"{source}: unexpected key '{key}'; the folder is not an SD v1 model "
-                "(or another diffusers version); pass an SD v1.x folder or .ckpt"
+                f"{source}: unexpected key '{key}'; the folder is not an SD 1.x/2.x model "
+                "(or another diffusers version); pass an SD 1.x/2.x folder or .ckpt"
             )
         ours, leaves = table[module]
         leaf_module, _, param = ".".join(parts[cut:]).rpartition(".")
         if leaves is not SAME:
             if leaf_module not in leaves:
-                raise CheckpointError(f"{source}: unexpected key '{key}'; pass an SD v1.x diffusers folder")
+                raise CheckpointError(f"{source}: unexpected key '{key}'; pass an SD 1.x/2.x diffusers folder")
             leaf_module = leaves[leaf_module]
             if leaves is VAE_ATTENTION and param == "weight" and value.dim() == 2:
                 value = value[:, :, None, None]  # diffusers' Linear [C, C] is CompVis' 1x1 conv [C, C, 1, 1]
@@ -227,13 +230,13 @@ def _rename(sd: Tensors, modules: list[tuple[str, str, Any]], prefix: str, sourc
     if unused:
         raise CheckpointError(
             f"{source}: {len(unused)} modules have no weights, first {', '.join(unused[:3])}; "
-            "the folder is incomplete or not SD v1"
+            "the folder is incomplete or not SD 1.x/2.x"
         )
     return out
 
 
 def unet_modules(levels: int, layers: int, attention: list[bool]) -> list[tuple[str, str, Any]]:
-    """diffusers UNet2DConditionModel modules -> CompVis UNetModel modules, for SD v1's block pattern."""
+    """diffusers UNet2DConditionModel modules -> CompVis UNetModel modules, for the SD 1.x/2.x block pattern."""
     m: list[tuple[str, str, Any]] = [
         ("conv_in", "input_blocks.0.0", SAME),
         ("time_embedding.linear_1", "time_embed.0", SAME),
@@ -313,8 +316,8 @@ def text_encoder_to_ldm(sd: Tensors, source: str = "text_encoder") -> Tensors:
         bare = key[len("text_model.") :] if key.startswith("text_model.") else key
         if not bare.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
             raise CheckpointError(
-                f"{source}: unexpected key '{key}'; SD v1 uses a plain CLIPTextModel "
-                "text encoder; pass an SD v1.x diffusers folder"
+                f"{source}: unexpected key '{key}'; SD 1.x uses a plain CLIPTextModel "
+                "text encoder; pass an SD 1.x diffusers folder"
             )
         if TEXT_PREFIX + bare in out:
             raise CheckpointError(

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ldm.diffusers_folder import is_diffusers_folder, read_diffusers_folder
+from ldm.diffusers_sd2 import check_prediction_type, fit_text_config
 from ldm.errors import CheckpointError, ConfigError
 from ldm.model_family import check_family, family_of_state_dict
 from ldm.models.diffusion.schedule import SCHEDULE_BUFFERS
@@ -179,6 +180,23 @@ def _model_node(config: Any) -> Any:
     return config.model if "model" in config else config
 
 
+def _read_weights(model_config: Any, ckpt: str | Path) -> dict[str, torch.Tensor]:
+    """The file's tensors in our layout, their family checked against the config's first (that message
+    names the config to pass). A diffusers folder is renamed here, its v/eps checked and the config fitted
+    to its SD 2.x text encoder; any other folder is refused by read_state_dict."""
+    if not is_diffusers_folder(ckpt):
+        sd = dict(read_state_dict(ckpt))
+        check_family(model_config, sd, str(ckpt))
+        return sd
+    sd = read_diffusers_folder(ckpt)
+    check_family(model_config, sd, str(ckpt))
+    parameterization = model_config.params.get("parameterization", "eps")
+    if parameterization in ("eps", "v"):  # anything else is the config's own error, raised when building
+        check_prediction_type(Path(ckpt).expanduser(), parameterization)
+    fit_text_config(model_config, sd, str(ckpt))
+    return sd
+
+
 def load_model_from_config(
     config: Any,
     ckpt: str | Path,
@@ -191,8 +209,7 @@ def load_model_from_config(
     (an SD 1.x/2.x file, or a diffusers model folder) into it with every key accounted for, and return it
     in eval mode on `device`."""
     model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
-    # A diffusers model folder is renamed to our layout here; any other folder is refused by read_state_dict.
-    sd = dict(read_diffusers_folder(ckpt) if is_diffusers_folder(ckpt) else read_state_dict(ckpt))
+    sd = _read_weights(model_config, ckpt)
     cond = model_config.params.get("cond_stage_config")
     if cond is not None:
         if cond.get("params") is None:
@@ -211,7 +228,6 @@ def load_model_from_config(
         model.reset_buffers()
     if use_ema is None:
         use_ema = bool(getattr(model, "use_ema", False))
-    check_family(model_config, sd, str(ckpt))  # before the key check: its message names the config to pass
     _assign_state_dict(model, sd, use_ema=use_ema, source=str(ckpt))
     del sd
     if personalization is not None and with_embedding_manager:

@@ -13,6 +13,8 @@ Differences:
   (open_clip_tokenizer.py). Rows are still BOS, tokens, EOS, padding, 77 positions.
 - `layer: penultimate` is SD 2's conditioning: `ln_final(output of block L-2)`; the last block,
   `text_projection` and `logit_scale` are parameters (for strict loading and re-export) but unused.
+  A diffusers SD 2.x folder holds only the blocks SD uses and no projection: the loader builds it as
+  `layers: L-1, layer: last, projection: False`, the same function (ldm/diffusers_sd2.py).
   The default is "last", as in Stability's class.
 - `text_model` is only a view reaching `embeddings.token_embedding`; new code should use
   `token_embedding` and `width` (the context width: 1024 for ViT-H, 1280 for bigG).
@@ -86,6 +88,7 @@ class FrozenOpenCLIPEmbedder(nn.Module):
         tokenizer_path: str | None = None,
         model_path: str | None = None,
         text_config: dict | None = None,
+        projection: bool = True,
         **ignored,
     ):
         super().__init__()
@@ -95,7 +98,9 @@ class FrozenOpenCLIPEmbedder(nn.Module):
             log.warning("FrozenOpenCLIPEmbedder ignores cond_stage_config params %s", sorted(ignored))
         # `version` names OpenCLIP pretrained weights and `device` a placement in the original configs;
         # the weights come from the SD file and the model is moved as a whole, so both are only hints.
-        self.model = OpenCLIPTextTransformer(**text_tower_config(arch, text_config, layer, max_length))
+        self.model = OpenCLIPTextTransformer(
+            **text_tower_config(arch, text_config, layer, max_length), projection=projection
+        )
         self.arch, self.version = arch, version
         self.max_length = max_length
         self.layer = layer

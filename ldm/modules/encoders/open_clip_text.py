@@ -69,7 +69,15 @@ class OpenCLIPTextTransformer(nn.Module):
     """The text tower. `hidden_states(embeds, n_blocks)` runs the first `n_blocks` blocks on token
     embeddings [B, N, W] (positions added here) and applies `ln_final`."""
 
-    def __init__(self, width: int, layers: int, heads: int, context_length: int = 77, vocab_size: int = 49408):
+    def __init__(
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        context_length: int = 77,
+        vocab_size: int = 49408,
+        projection: bool = True,
+    ):
         super().__init__()
         self.width, self.layers, self.heads = width, layers, heads
         self.context_length, self.vocab_size = context_length, vocab_size
@@ -77,9 +85,12 @@ class OpenCLIPTextTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.transformer = Transformer(width, layers, heads)
         self.ln_final = nn.LayerNorm(width)
-        # Unused by SD 2 conditioning; kept so a loaded file re-exports unchanged.
-        self.text_projection = nn.Parameter(torch.empty(width, width))
-        self.logit_scale = nn.Parameter(torch.empty(()))
+        # Unused by SD 2 conditioning; kept so a loaded file re-exports unchanged. A diffusers SD 2.x
+        # text encoder has neither (projection=False builds the tower without them).
+        self.projection = projection
+        if projection:
+            self.text_projection = nn.Parameter(torch.empty(width, width))
+            self.logit_scale = nn.Parameter(torch.empty(()))
         self.init_parameters()
 
     @torch.no_grad()
@@ -97,8 +108,9 @@ class OpenCLIPTextTransformer(nn.Module):
             nn.init.zeros_(block.attn.out_proj.bias)
             nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
-        nn.init.normal_(self.text_projection, std=attn_std)
-        self.logit_scale.fill_(math.log(1 / 0.07))
+        if self.projection:
+            nn.init.normal_(self.text_projection, std=attn_std)
+            self.logit_scale.fill_(math.log(1 / 0.07))
 
     def hidden_states(self, embeds: torch.Tensor, n_blocks: int) -> torch.Tensor:
         n = embeds.shape[1]
