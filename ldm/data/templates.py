@@ -7,6 +7,16 @@ token instead of the shared placeholder (the paper's `per_image_tokens` option).
 
 from __future__ import annotations
 
+from ldm.modules.per_image_tokens import PER_IMAGE_TOKENS  # the dual templates' second slot; kept beside the manager
+
+__all__ = [
+    "OBJECT_TEMPLATES",
+    "OBJECT_DUAL_TEMPLATES",
+    "STYLE_TEMPLATES",
+    "STYLE_DUAL_TEMPLATES",
+    "PER_IMAGE_TOKENS",
+]
+
 OBJECT_TEMPLATES: list[str] = [
     "a photo of a {}",
     "a rendering of a {}",
@@ -110,7 +120,3 @@ STYLE_DUAL_TEMPLATES: list[str] = [
     "a weird painting in the style of {} with {}",
     "a large painting in the style of {} with {}",
 ]
-
-# Per-image tokens: rare characters that the CLIP BPE vocabulary encodes as ONE token each, also inside a
-# caption (checked in tests/test_data.py). Thai and Devanagari consonants: unlikely in user prompts.
-PER_IMAGE_TOKENS: list[str] = list("กคงชดตทนบพมยรลวสอ") + list("कगजतदनपबमयरलवशसह")

@@ -26,12 +26,11 @@ from ldm.embeddings import PAPER, EmbeddingFileError, LoadedEmbedding, read_embe
 from ldm.embeddings.loaded import check_finite
 from ldm.errors import ConfigError
 from ldm.modules.learned_terms import LearnedTerm, tokenize_placeholders
+from ldm.modules.per_image_tokens import PER_IMAGE_TOKENS
 
 log = logging.getLogger(__name__)
 
 PROGRESSIVE_STEPS = 2000  # progressive_words: one more active vector every this many steps (paper value)
-# Used only if ldm.data.templates is missing; the dataset must use the same list for per-image captions.
-FALLBACK_PER_IMAGE_TOKENS = list("αβγδεζηθικλμνξπρστυφχψω")
 
 PathLike = str | Path
 Source = PathLike | LoadedEmbedding
@@ -51,11 +50,7 @@ def per_image_token_list(per_image_tokens: Any) -> list[str]:
     if not per_image_tokens:
         return []
     if per_image_tokens is True:
-        try:  # imported lazily: the model code must not depend on the data package at import time
-            from ldm.data.templates import PER_IMAGE_TOKENS
-        except ImportError:
-            return list(FALLBACK_PER_IMAGE_TOKENS)
-        return list(PER_IMAGE_TOKENS)
+        return list(PER_IMAGE_TOKENS)  # the dataset's list (ldm.data.templates imports it from ldm.modules)
     return _strings(per_image_tokens, "per_image_tokens")
 
 
