@@ -155,7 +155,7 @@ class Generate:
             from ldm.prompts.conditioner import Conditioner
 
             model = self.load_model()
-            library = EmbeddingLibrary(model.cond_stage_model.width, self.embedding_paths, self.embedding_directory)
+            library = EmbeddingLibrary(model.text_width, self.embedding_paths, self.embedding_directory)
             self._conditioner = Conditioner(model, library)
         return self._conditioner
 
@@ -222,7 +222,7 @@ class Generate:
             cond, uncond = self.conditioning([prompt] * batch_size), None
         shape = (
             batch_size,
-            model.model.diffusion_model.in_channels,
+            model.latent_channels,
             height // model.latent_factor,
             width // model.latent_factor,
         )

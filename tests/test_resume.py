@@ -170,12 +170,14 @@ def test_vectors_that_turn_non_finite_are_replaced_by_the_last_good_ones(tiny_ck
     from ldm.callbacks import EmbeddingSnapshot
     from ldm.errors import TrainingDivergedError
     from ldm.model_loading import load_model_from_config
+    from ldm.training.attach import attach_objective
     from ldm.util import instantiate_from_config
 
     cfg = OmegaConf.load(TINY_FINETUNE)
     cfg.data.params.train.params.data_root = str(concept)
     model = load_model_from_config(cfg, tiny_ckpt)
     model.learning_rate = 5e-3
+    attach_objective(model)
 
     class InfiniteGradients(pl.Callback):
         def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:

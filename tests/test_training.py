@@ -87,12 +87,14 @@ def test_only_the_placeholder_vectors_change(tiny_ckpt, concept, tmp_path):
     from omegaconf import OmegaConf
 
     from ldm.model_loading import load_model_from_config
+    from ldm.training.attach import attach_objective
     from ldm.util import instantiate_from_config
 
     cfg = OmegaConf.load(TINY_FINETUNE)
     cfg.data.params.train.params.data_root = str(concept)
     model = load_model_from_config(cfg, tiny_ckpt)
     model.learning_rate = 5e-2
+    attach_objective(model)
     before = copy.deepcopy(model.state_dict())
     data = instantiate_from_config(cfg.data)
     trainer = pl.Trainer(

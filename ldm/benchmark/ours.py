@@ -6,8 +6,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ldm.benchmark.weights import FINETUNE_CONFIG
+from ldm.training.attach import attach_objective
 from ldm.training.config import TrainingConfig, network_dtype
-from ldm.training.objective import TextualInversionObjective
 
 N_IMAGES = 5  # a typical concept folder: after each (image, flip) was seen once, latents come from the cache
 
@@ -20,8 +20,11 @@ def load_training_model(
     config = OmegaConf.load(FINETUNE_CONFIG)
     # as main.py loads it: straight into the frozen networks' precision
     model = load_model_from_config(config, ckpt, dtype=network_dtype(precision), with_embedding_manager=True)
-    model.training_config = TrainingConfig(
-        network_precision=precision, gradient_checkpointing=gradient_checkpointing, channels_last=channels_last
+    attach_objective(
+        model,
+        TrainingConfig(
+            network_precision=precision, gradient_checkpointing=gradient_checkpointing, channels_last=channels_last
+        ),
     )
     return model
 
@@ -29,7 +32,7 @@ def load_training_model(
 class OurTrainer:
     def __init__(self, model: torch.nn.Module, resolution: int, batch_size: int):
         self.model = model
-        self.objective = TextualInversionObjective(model, model.training_config)
+        self.objective = model.objective  # attached by load_training_model
         self.objective.prepare_networks()
         self.model.embedding_manager.train()
         self.optimizer = self.objective.configure_optimizers(5e-3, 10_000)["optimizer"]

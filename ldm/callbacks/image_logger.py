@@ -11,6 +11,7 @@ import torch
 
 from ldm.fileio import save_png
 from ldm.image_utils import make_grid, tensor_to_pil
+from ldm.training.log_images import log_images
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class ImageLogger(pl.Callback):
         pl_module.eval()
         try:
             with torch.no_grad():
-                images = pl_module.log_images(batch, n=self.max_images, **self.kwargs)
+                images = log_images(pl_module, batch, self.max_images, **self.kwargs)
         finally:
             pl_module.train(was_training)
         for key, value in images.items():

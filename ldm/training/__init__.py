@@ -1,1 +1,2 @@
-"""Training pieces composed by LatentDiffusion: LR schedules, per-step randomness, loss, latent cache."""
+"""Training pieces attached to LatentDiffusion (attach.py): objective, LR schedules, per-step randomness, loss,
+latent cache. The model never imports this package."""

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from ldm.config_keys import TRAINING_TOP_LEVEL_KEYS
 from ldm.errors import ConfigError
 from ldm.training.lr_schedule import MAX_LR
 from ldm.validate import finite_float, int_in_range
@@ -45,8 +46,7 @@ class TrainingConfig:
     embedding_reg_weight: float | None = None  # overrides the embedding manager's when set
     log_every_n_steps: int = 10
 
-    # Paper configs put these directly under model.params.
-    TOP_LEVEL_KEYS = ("embedding_reg_weight",)
+    TOP_LEVEL_KEYS = TRAINING_TOP_LEVEL_KEYS  # paper configs put these directly under model.params
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> TrainingConfig:

@@ -45,9 +45,9 @@ class TextualInversionObjective:
             m.set_network_dtype(network_dtype(c.network_precision))
             m.embedding_manager.float()  # the vectors stay fp32; they are cast at the splice
         if c.channels_last:
-            m.model.diffusion_model.to(memory_format=torch.channels_last)
+            m.unet.to(memory_format=torch.channels_last)
         if c.gradient_checkpointing:
-            for module in m.model.diffusion_model.modules():
+            for module in m.unet.modules():
                 if hasattr(module, "use_checkpoint"):
                     module.use_checkpoint = True
         if c.embedding_reg_weight is not None:

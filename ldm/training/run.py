@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ldm.callbacks import EmbeddingSnapshot, LossCurve, ResumeCheckpoint, SetupCallback
 from ldm.callbacks.step_progress import step_progress_bar
 from ldm.errors import ConfigError
+from ldm.training.attach import attach_objective
 from ldm.training.checkpoint_io import AtomicCheckpointIO
 from ldm.training.config import network_dtype
 from ldm.training.launch import check_inputs, parse_gpus, run_name
@@ -118,6 +119,7 @@ def train(args: Any, overrides: list[str]) -> Path:
     trainer_kwargs = OmegaConf.to_container(lightning_config.get("trainer", {}), resolve=True)
     actual_resume = config.get("actual_resume")
     model = build_model(config, actual_resume, args.embedding_manager_ckpt)
+    objective = attach_objective(model)  # what the model's training hooks call
 
     if resume:
         logdir, now = resume.logdir, resume.logdir.name
@@ -168,7 +170,7 @@ def train(args: Any, overrides: list[str]) -> Path:
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(logdir),
         logger=_loggers(logdir),
-        log_every_n_steps=model.training_config.log_every_n_steps,
+        log_every_n_steps=objective.config.log_every_n_steps,
     )
     start_step = resume.step if resume else 0
     data.set_start_batch(start_step * accumulate)

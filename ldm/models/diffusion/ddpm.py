@@ -14,11 +14,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from ldm.config_keys import TRAINING_TOP_LEVEL_KEYS
 from ldm.errors import CheckpointError, ConfigError
 from ldm.models.diffusion.parameterization import check_parameterization
 from ldm.models.diffusion.schedule import make_beta_schedule, schedule_buffers
-from ldm.training.config import TrainingConfig
-from ldm.training.objective import TextualInversionObjective
+from ldm.models.diffusion.training_objective import TrainingObjective
 from ldm.util import get_obj_from_str, instantiate_from_config
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class LatentDiffusion(pl.LightningModule):
         **kwargs,
     ):
         super().__init__()
-        unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED - set(TrainingConfig.TOP_LEVEL_KEYS))
+        unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED - set(TRAINING_TOP_LEVEL_KEYS))
         if unknown:
             log.warning("LatentDiffusion ignores unknown config keys: %s", ", ".join(unknown))
         self.parameterization = check_parameterization(parameterization)  # "eps" or "v"; the config decides
@@ -114,7 +114,11 @@ class LatentDiffusion(pl.LightningModule):
         self.embedding_manager = None
         if personalization_config is not None:
             self.attach_embedding_manager(personalization_config)
-        self.training_config = TrainingConfig.from_mapping(training or {}, extra=kwargs)
+        # The raw `training:` options (and the paper's top-level ones); ldm.training parses and checks them
+        # when it attaches the objective that the training hooks below call.
+        top_level = {k: kwargs[k] for k in TRAINING_TOP_LEVEL_KEYS if kwargs.get(k) is not None}
+        self.training_params: dict[str, Any] = {**top_level, **dict(training or {})}
+        self.objective: TrainingObjective | None = None
         self.learning_rate = 1e-4  # set by main.py from base_learning_rate (and --scale_lr)
 
     def attach_embedding_manager(self, config: Mapping[str, Any]) -> nn.Module:
@@ -168,8 +172,29 @@ class LatentDiffusion(pl.LightningModule):
         """Prompts -> context [B, 77 * k, D] through `conditioner` (learned words included)."""
         return self.conditioner(text)["crossattn"]
 
+    # -- what callers reach through the model for (instead of walking its submodules) -----------------
+    @property
+    def unet(self) -> nn.Module:
+        """The denoising UNet (its weights keep the checkpoint's `model.diffusion_model.*` names)."""
+        return self.model.diffusion_model
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latents the UNet denoises (4 for SD 1.x and 2.x)."""
+        return int(self.unet.in_channels)
+
+    @property
+    def text_width(self) -> int:
+        """Width of the text encoder's token embeddings and context: a learned vector's length (768, 1024)."""
+        return int(self.cond_stage_model.width)
+
+    @property
+    def first_stage_dtype(self) -> torch.dtype:
+        """The VAE's dtype: images and latents are cast to it on the way in."""
+        return next(self.first_stage_model.parameters()).dtype
+
     def encode_first_stage(self, x: torch.Tensor):
-        return self.first_stage_model.encode(x.to(self.first_stage_model.post_quant_conv.weight.dtype))
+        return self.first_stage_model.encode(x.to(self.first_stage_dtype))
 
     def get_first_stage_encoding(self, posterior, generator: torch.Generator | None = None) -> torch.Tensor:
         z = posterior.sample(generator) if hasattr(posterior, "sample") else posterior
@@ -181,7 +206,7 @@ class LatentDiffusion(pl.LightningModule):
         return 2 ** (len(self.first_stage_model.encoder.down) - 1)
 
     def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
-        z = (z / self.scale_factor).to(self.first_stage_model.post_quant_conv.weight.dtype)
+        z = (z / self.scale_factor).to(self.first_stage_dtype)
         return self.first_stage_model.decode(z)
 
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -196,23 +221,34 @@ class LatentDiffusion(pl.LightningModule):
             net.to(dtype)
         return self
 
-    # -- textual-inversion training (the LightningModule wires; the objective computes) -----------------
+    # -- textual-inversion training (the LightningModule wires; the attached objective computes) --------
+    def attach_objective(self, objective: TrainingObjective) -> None:
+        """What the training hooks call; ldm.training.attach.attach_objective builds it before fit."""
+        self.objective = objective
+
+    def _attached_objective(self) -> TrainingObjective:
+        if self.objective is None:
+            raise RuntimeError(
+                "LatentDiffusion has no training objective: call ldm.training.attach.attach_objective(model) "
+                "before Trainer.fit (main.py does)"
+            )
+        return self.objective
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             if self.embedding_manager is None:
                 raise ConfigError("training needs model.params.personalization_config (the embedding manager)")
-            self.objective = TextualInversionObjective(self, self.training_config)
-            self.objective.prepare_networks()
+            self._attached_objective().prepare_networks()
 
     def on_train_start(self) -> None:
         data = getattr(self.trainer, "datamodule", None)
         if data is not None and hasattr(data, "train_dataset"):
             samples = self.trainer.max_steps * int(getattr(data, "batch_size", 1))
-            self.objective.prefill_latents(data.train_dataset, samples)
+            self._attached_objective().prefill_latents(data.train_dataset, samples)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         self.embedding_manager.set_step(self.global_step)
-        loss, parts = self.objective(batch)  # a NaN/inf loss stops the run in EmbeddingSnapshot
+        loss, parts = self._attached_objective()(batch)  # a NaN/inf loss stops the run in EmbeddingSnapshot
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["caption"]))
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=True, batch_size=len(batch["caption"]))
@@ -220,7 +256,7 @@ class LatentDiffusion(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return self.objective.configure_optimizers(self.learning_rate, self.trainer.max_steps)
+        return self._attached_objective().configure_optimizers(self.learning_rate, self.trainer.max_steps)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Resumable checkpoints keep the learned vectors only, never the frozen networks."""
@@ -237,9 +273,3 @@ class LatentDiffusion(pl.LightningModule):
                 "resume with the run's own configs"
             )
         checkpoint["state_dict"] = {**self.state_dict(), **saved}
-
-    @torch.no_grad()
-    def log_images(self, batch: Mapping[str, Any], n: int = 4, **kwargs: Any) -> dict[str, torch.Tensor]:
-        from ldm.training.log_images import log_images
-
-        return log_images(self, batch, n, **kwargs)
