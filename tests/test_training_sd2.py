@@ -1,0 +1,166 @@
+"""Textual inversion end to end on the tiny SD 2.x-shaped model (OpenCLIP text tower, linear transformer
+projections): main.py trains a word, the loss on a fixed batch goes down, only the vectors change, and the
+word loads back into invoke.py and draws an image; the v-prediction variant (the 768-v models) trains too."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from sd_helpers import ROOT, TINY_V2_CONFIG
+from train_helpers import make_concept, only_run_dir, run_main
+
+TINY_V2_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-v2-finetune.yaml"
+STEPS = 12  # enough for the fixed-batch loss to fall (measured: it falls at each 4-step snapshot of this run)
+V_OVERRIDE = "model.params.parameterization=v"
+
+
+def v2_train_args(ckpt: Path, data: Path, logdir: Path, *extra: str) -> list[str]:
+    return [
+        *("--base", str(TINY_V2_FINETUNE), "-t", "--actual_resume", str(ckpt), "-n", "sd2"),
+        *("--data_root", str(data), "--init_word", "sculpture", "-l", str(logdir)),
+        *("--max_steps", str(STEPS), "--scale_lr", "false", "-s", "7", *extra),
+    ]
+
+
+@pytest.fixture(scope="module")
+def concept(tmp_path_factory) -> Path:
+    return make_concept(tmp_path_factory.mktemp("data") / "reddisc")
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_v2_ckpt, concept, tmp_path_factory):
+    """parameterization -> the run directory of one main.py run with it (each trained once, when first asked)."""
+    done: dict[str, Path] = {}
+
+    def run(parameterization: str) -> Path:
+        if parameterization not in done:
+            logdir = tmp_path_factory.mktemp(f"logs-{parameterization}")
+            extra = (V_OVERRIDE,) if parameterization == "v" else ()
+            result = run_main(v2_train_args(tiny_v2_ckpt, concept, logdir, *extra))
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[parameterization] = only_run_dir(logdir)
+        return done[parameterization]
+
+    return run
+
+
+def finetune_config(concept: Path, parameterization: str):
+    cfg = OmegaConf.load(TINY_V2_FINETUNE)
+    cfg.data.params.train.params.data_root = str(concept)
+    cfg.model.params.parameterization = parameterization
+    return cfg
+
+
+def fixed_batch_loss(cfg, ckpt: Path, embedding: Path | None) -> float:
+    """The training objective's loss (target: the noise, or v) on one fixed batch, averaged over 8 fixed
+    (timestep, noise) draws, with the init word's vectors or those of `embedding`."""
+    from ldm.training.attach import attach_objective
+    from ldm.training.run import build_model
+    from ldm.util import instantiate_from_config
+
+    model = build_model(copy.deepcopy(cfg), str(ckpt), str(embedding) if embedding else None)
+    objective = attach_objective(model)
+    data = instantiate_from_config(cfg.data)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    losses = []
+    with torch.no_grad():
+        for k in range(8):  # the objective seeds t and the noise from the batch's first sample index
+            _, logs = objective({**batch, "k": torch.full_like(batch["k"], k)})
+            losses.append(logs["loss_simple"])
+    return torch.stack(losses).mean().item()
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "v"])
+def test_training_lowers_the_loss_on_a_fixed_batch(runs, tiny_v2_ckpt, concept, parameterization):
+    from ldm.embeddings import read_embedding_file
+
+    run_dir = runs(parameterization)
+    (project,) = (run_dir / "configs").glob("*-project.yaml")
+    assert OmegaConf.select(OmegaConf.load(project), "model.params.parameterization", default="eps") == parameterization
+
+    (term,) = read_embedding_file(run_dir / "checkpoints" / "embeddings.pt")
+    assert term.dim == 32 and torch.isfinite(term.vectors).all()  # the tiny OpenCLIP tower's width
+    cfg = finetune_config(concept, parameterization)
+    before = fixed_batch_loss(cfg, tiny_v2_ckpt, None)
+    after = fixed_batch_loss(cfg, tiny_v2_ckpt, run_dir / "checkpoints" / "embeddings.pt")
+    assert torch.isfinite(torch.tensor([before, after])).all()
+    assert after < before, (parameterization, before, after)
+
+
+def test_only_the_placeholder_vectors_change(tiny_v2_ckpt, concept, tmp_path):
+    """Train a v model in-process for a few steps and compare every tensor of the model before and after."""
+    import lightning.pytorch as pl
+
+    from ldm.model_loading import load_model_from_config
+    from ldm.training.attach import attach_objective
+    from ldm.util import instantiate_from_config
+
+    cfg = finetune_config(concept, "v")
+    model = load_model_from_config(cfg, tiny_v2_ckpt)
+    assert model.parameterization == "v"
+    model.learning_rate = 5e-2
+    attach_objective(model)
+    before = copy.deepcopy(model.state_dict())
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(model, instantiate_from_config(cfg.data))
+    after = model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert changed and trainable and set(changed) <= trainable, (changed, trainable)
+    assert not any(k.startswith(("model.", "first_stage_model.", "cond_stage_model.")) for k in changed), changed
+
+
+def invoke(ckpt: Path, config: Path, commands: list[str], tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    script = tmp / "commands.txt"
+    script.write_text("\n".join(commands) + "\n", encoding="utf-8")
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "invoke.py"),
+            *("--config", str(config), "--weights", str(ckpt), "--outdir", str(tmp / "out")),
+            *("--from_file", str(script), "--device", "cpu", "--precision", "full", "--steps", "4"),
+            *("-W", "64", "-H", "64", "--history_file", str(tmp / "hist"), *extra),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_trained_word_draws_in_invoke(runs, tiny_v2_ckpt, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ldm.embeddings import read_embedding_file
+    from ldm.embeddings.library import prompt_name
+
+    run_dir = runs("eps")
+    embedding = run_dir / "checkpoints" / "embeddings.pt"
+    commands = ['"a photo of *" -S 5 -A ddim', '"a photo of sculpture" -S 5 -A ddim', "q"]
+    result = invoke(tiny_v2_ckpt, TINY_V2_CONFIG, commands, tmp_path, "--embedding_path", str(embedding))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not [line for line in result.stdout.splitlines() if line.startswith("** ")], result.stdout
+    word, init = tmp_path / "out" / "000000.5.png", tmp_path / "out" / "000001.5.png"
+    pixels = [np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in (word, init)]
+    assert pixels[0].shape == (64, 64, 3) and pixels[0].std() > 0
+    used = [json.loads(Image.open(p).text["sd-metadata"])["image"].get("embeddings") for p in (word, init)]
+    assert used[0] == [prompt_name(read_embedding_file(embedding)[0])] and not used[1]  # "*" named the trained word
+    # The learned vectors, not the init word's, reached the UNet: same seed, another image.
+    assert np.abs(pixels[0] - pixels[1]).max() > 0
