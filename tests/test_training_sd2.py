@@ -1,6 +1,7 @@
 """Textual inversion end to end on the tiny SD 2.x-shaped model (OpenCLIP text tower, linear transformer
 projections): main.py trains a word, the loss on a fixed batch goes down, only the vectors change, and the
-word loads back into invoke.py and draws an image; the v-prediction variant (the 768-v models) trains too."""
+word loads back into invoke.py and draws an image (an SD 1.x-wide file beside it is skipped, its width and family
+named); the v-prediction variant (the 768-v models) trains too."""
 
 from __future__ import annotations
 
@@ -148,14 +149,20 @@ def test_the_trained_word_draws_in_invoke(runs, tiny_v2_ckpt, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from ldm.embeddings import read_embedding_file
+    from ldm.embeddings import LoadedEmbedding, read_embedding_file, write_embedding_file
     from ldm.embeddings.library import prompt_name
 
     run_dir = runs("eps")
     embedding = run_dir / "checkpoints" / "embeddings.pt"
+    folder = tmp_path / "embeddings"  # holds an SD 1.x-wide file: skipped with a warning naming it
+    folder.mkdir()
+    write_embedding_file(folder / "old-sd1.pt", LoadedEmbedding("old-sd1", torch.zeros(1, 768)))
     commands = ['"a photo of *" -S 5 -A ddim', '"a photo of sculpture" -S 5 -A ddim', "q"]
-    result = invoke(tiny_v2_ckpt, TINY_V2_CONFIG, commands, tmp_path, "--embedding_path", str(embedding))
+    extra = ("--embedding_path", str(embedding), "--embedding_directory", str(folder))
+    result = invoke(tiny_v2_ckpt, TINY_V2_CONFIG, commands, tmp_path, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
+    (warning,) = [line for line in result.stderr.splitlines() if "old-sd1.pt" in line]
+    assert "768 wide" in warning and "SD 1.x (CLIP ViT-L)" in warning and "takes 32" in warning, warning
     assert not [line for line in result.stdout.splitlines() if line.startswith("** ")], result.stdout
     word, init = tmp_path / "out" / "000000.5.png", tmp_path / "out" / "000001.5.png"
     pixels = [np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in (word, init)]
