@@ -249,7 +249,7 @@ def test_load_maps_terms_by_token_then_in_order(embedder, tmp_path):
 def test_width_mismatch_is_one_line_error_naming_the_file(embedder, tmp_path):
     path = write_embedding_file(tmp_path / "sd2.pt", LoadedEmbedding("sd2", torch.randn(2, 1024)))
     m = EmbeddingManager(embedder, ["*"], ["dog"])
-    with pytest.raises(EmbeddingFileError, match="1024 wide .* takes 32") as exc:
+    with pytest.raises(EmbeddingFileError, match="1024 wide.*SD 2.x.*takes 32") as exc:
         m.load(path)
     assert str(path) in str(exc.value) and "\n" not in str(exc.value)
 

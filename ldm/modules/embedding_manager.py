@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ldm.embeddings import PAPER, EmbeddingFileError, LoadedEmbedding, read_embedding_file, write_embedding_file
+from ldm.embeddings.families import check_width
 from ldm.embeddings.loaded import check_finite
 from ldm.errors import ConfigError
 from ldm.modules.learned_terms import LearnedTerm, tokenize_placeholders
@@ -235,11 +236,7 @@ class EmbeddingManager(nn.Module):
             terms += [item] if isinstance(item, LoadedEmbedding) else read_embedding_file(item)
         for t in terms:
             check_finite(t.vectors, str(t.source or t.name), t.token or t.name)  # files were checked on read
-            if t.dim != self.dim:
-                raise EmbeddingFileError(
-                    f"{t.source or t.name}: term {t.name!r} is {t.dim} wide but this model's text encoder takes "
-                    f"{self.dim} (an SD 2.x or SDXL embedding on SD 1.x?); use an embedding trained for this model"
-                )
+            check_width([t], self.dim, str(t.source or t.name))
         index = {s: i for i, s in enumerate(self.strings)}
         chosen: dict[int, LoadedEmbedding] = {}
         rest = []
