@@ -66,7 +66,7 @@ def embedder(_embedder):
 
 
 def training_conditioner(manager: EmbeddingManager) -> Conditioner:
-    """What LatentDiffusion.conditioner builds: the manager's words as terms, captions read literally."""
+    """What LatentDiffusion.prompt_conditioner builds: the manager's words as terms, captions read literally."""
     return Conditioner(
         SimpleNamespace(cond_stage_model=manager.embedder, embedding_manager=manager), prompt_syntax=False
     )
@@ -124,7 +124,7 @@ def test_model_conditioner_is_the_training_path_and_apply_model_takes_its_dict(t
     params = dict(placeholder_strings=["*"], initializer_words=["sculpture"], num_vectors_per_token=2)
     model.attach_embedding_manager({"target": "ldm.modules.embedding_manager.EmbeddingManager", "params": params})
     prompts = ["a photo of *", "a (cat) [on] a sofa"]  # captions are literal: brackets are text, not emphasis
-    cond = model.conditioner(prompts)
+    cond = model.prompt_conditioner(prompts)
     assert set(cond) == {"crossattn"}
     old = reference_context(model.cond_stage_model, prompts, active(model.embedding_manager))
     assert torch.equal(cond["crossattn"], old) and torch.equal(model.get_learned_conditioning(prompts), old)

@@ -47,12 +47,12 @@ def log_images(
     captions = list(batch["caption"])[:n]
     images = batch["image"][:n]
     # The training path's conditioner: the captions exactly as the steps see them, learned words included.
-    cond = model.conditioner(captions)["crossattn"]
+    cond = model.prompt_conditioner(captions)["crossattn"]
     h, w = images.shape[-2] // model.latent_factor, images.shape[-1] // model.latent_factor
     shape = (len(captions), model.latent_channels, h, w)
     out = {"inputs": images.float().cpu(), "conditioning": caption_images(captions, images.shape[-1])}
     for key, scale in (("samples", 1.0), ("samples_scaled", unconditional_guidance_scale)):
-        uncond = model.conditioner([""] * len(captions))["crossattn"] if scale != 1.0 else None
+        uncond = model.prompt_conditioner([""] * len(captions))["crossattn"] if scale != 1.0 else None
         g = torch.Generator("cpu").manual_seed(seed)
         z = sample_latents(
             model,

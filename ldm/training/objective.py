@@ -81,7 +81,7 @@ class TextualInversionObjective:
         z = m.scale_factor * self.latents.get(keys, images, self._encode, g)
         t = torch.randint(0, m.num_timesteps, (z.shape[0],), generator=g).to(m.device)
         noise = torch.randn(z.shape, generator=g).to(m.device)
-        cond = m.conditioner(list(batch["caption"]))  # {"crossattn": context}, learned words in place
+        cond = m.prompt_conditioner(list(batch["caption"]))  # {"crossattn": context}, learned words in place
         prediction = m.apply_model(m.q_sample(z, t, noise).contiguous(memory_format=fmt), t, cond)
         target = training_target(m.parameterization, z, noise, m.alphas_cumprod, t)  # the noise, or v for v models
         mask = batch.get("weight")

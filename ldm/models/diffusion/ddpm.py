@@ -159,18 +159,19 @@ class LatentDiffusion(pl.LightningModule):
         return self.model(x_noisy, t, c_crossattn=[cond])
 
     @property
-    def conditioner(self) -> Any:
+    def prompt_conditioner(self) -> Any:
         """Captions -> {"crossattn": context}, the embedding manager's words as terms (ldm.prompts.Conditioner).
         Captions are read literally (no emphasis syntax), as training sees them; longer ones are chunked."""
-        if getattr(self, "_conditioner", None) is None:
+        # Not `conditioner`: that name is SDXL's text-encoder module (`conditioner.embedders.*` keys).
+        if getattr(self, "_prompt_conditioner", None) is None:
             from ldm.prompts.conditioner import Conditioner  # lazy: the prompt stack is not needed to build
 
-            self._conditioner = Conditioner(self, prompt_syntax=False)
-        return self._conditioner
+            self._prompt_conditioner = Conditioner(self, prompt_syntax=False)
+        return self._prompt_conditioner
 
     def get_learned_conditioning(self, text: str | Sequence[str]) -> torch.Tensor:
-        """Prompts -> context [B, 77 * k, D] through `conditioner` (learned words included)."""
-        return self.conditioner(text)["crossattn"]
+        """Prompts -> context [B, 77 * k, D] through `prompt_conditioner` (learned words included)."""
+        return self.prompt_conditioner(text)["crossattn"]
 
     # -- what callers reach through the model for (instead of walking its submodules) -----------------
     @property
