@@ -117,7 +117,8 @@ def test_bad_params_raise_config_error(concept, kw, needle):
 # ---- items and determinism -----------------------------------------------------------------------
 def test_item_keys_shapes_and_ranges(concept):
     item = _ds(concept)[7]
-    assert set(item) == {"image", "caption", "image_index", "flip", "k"}
+    sizes = {"original_size_as_tuple", "crop_coords_top_left", "target_size_as_tuple"}  # SDXL's; SD 1/2 ignore them
+    assert set(item) == {"image", "caption", "image_index", "flip", "k", *sizes}
     assert item["image"].shape == (3, S, S) and item["image"].dtype == torch.float32
     assert item["image"].min() >= -1 and item["image"].max() <= 1 and item["k"] == 7
     assert isinstance(item["flip"], bool) and isinstance(item["image_index"], int)

@@ -29,6 +29,27 @@ def make_concept(folder: Path, n: int = 3, size: int = 64, seed: int = 0) -> Pat
     return folder
 
 
+# (width, height) of photos of mixed aspect: square, 3:2 landscape, 2:3 portrait, 16:9, and a portrait stored
+# landscape with an EXIF rotation (the dataset must see it upright).
+MIXED_PHOTOS = ((64, 64), (96, 64), (64, 96), (112, 63), (90, 60))
+
+
+def make_mixed_photos(folder: Path, seed: int = 0) -> Path:
+    """The red-disc concept in photos of MIXED_PHOTOS sizes; the last one is EXIF-rotated (upright 60 x 90)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (w, h) in enumerate(MIXED_PHOTOS):
+        bg = int(rng.integers(60, 200))
+        img = Image.new("RGB", (w, h), (bg, bg, bg))
+        r = min(w, h) // 4
+        ImageDraw.Draw(img).ellipse((w // 2 - r, h // 2 - r, w // 2 + r, h // 2 + r), fill=(220, 30, 30))
+        exif = Image.Exif()
+        if i == len(MIXED_PHOTOS) - 1:
+            exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+        img.save(folder / f"photo{i}.jpg", exif=exif.tobytes(), quality=95)
+    return folder
+
+
 def train_args(
     ckpt: Path, data: Path, logdir: Path, steps: int = 8, extra: tuple = (), init_word: str = "sculpture"
 ) -> list[str]:

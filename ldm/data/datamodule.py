@@ -102,6 +102,8 @@ class DataModuleFromConfig(pl.LightningDataModule):
             dataset = instantiate_from_config(config)
             if hasattr(dataset, "set_seed"):
                 dataset.set_seed(self.seed)
+            if name == "train" and hasattr(dataset, "set_batch_size"):
+                dataset.set_batch_size(self.batch_size)  # bucketed data: one bucket per batch of this size
             self.datasets[name] = dataset
 
     def _dataset(self, name: str) -> Dataset:

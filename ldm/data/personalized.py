@@ -2,7 +2,10 @@
 
 Every random choice of sample k (image, flip, template, tags) is a pure function of (seed, k), and k may
 exceed len(): the trainer asks for global sample indices, so a resumed run continues the same stream.
-Within each "epoch" of num_images consecutive samples every image appears exactly once.
+Within each "epoch" of num_images consecutive samples every image appears exactly once (square images; with
+`buckets: true` every batch holds one aspect-ratio bucket instead, see ldm.data.bucket_order).
+Every item carries SDXL's size conditioning: the photo's (h, w), the crop's (top, left) in the resized photo,
+and the trained (h, w); SD 1.x/2.x ignore them.
 `PersonalizedBase` is the object dataset (the class name the paper's configs use).
 """
 
@@ -13,13 +16,16 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ldm.data import captions as cap
+from ldm.data.bucket_order import BucketOrder
+from ldm.data.buckets import BucketSpec, CoverCrop, cover_crop, make_buckets, nearest_bucket, square_geometry
 from ldm.data.images import TrainingImage, load_training_images
 from ldm.data.sample_rng import CAPTION, FLIP, epoch_permutation, sample_rng
 from ldm.data.templates import OBJECT_DUAL_TEMPLATES, OBJECT_TEMPLATES, PER_IMAGE_TOKENS
-from ldm.data.transforms import image_tensor, mask_tensor, resolve_interpolation, square_resize
+from ldm.data.transforms import cover_resize, image_tensor, mask_tensor, resolve_interpolation, square_resize
 from ldm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -94,7 +100,13 @@ class PersonalizedBase(Dataset):
         tag_drop_out: float = 0.0,
         use_alpha_as_weight: bool = False,
         seed: int = 0,
+        buckets: bool = False,
+        bucket_step: int = 64,
+        min_bucket: int | None = None,
+        max_bucket: int | None = None,
     ):
+        """`buckets`: aspect-ratio buckets of at most size x size pixels, sides in steps of `bucket_step` from
+        `min_bucket` (default size/2) to `max_bucket` (default 2 x size); else every image is size x size."""
         size, repeats = _positive_int("size", size), _positive_int("repeats", repeats)
         if set not in TRAIN_SETS + EVAL_SETS:
             raise ConfigError(f"set {set!r} is unknown; use one of: {', '.join(TRAIN_SETS + EVAL_SETS)}")
@@ -108,6 +120,7 @@ class PersonalizedBase(Dataset):
         self.filename_pattern = cap.compile_filename_regex(filename_regex)
         self.filename_join = str(filename_join)
         self.seed = int(seed)
+        self.bucket_spec = _bucket_spec(buckets, size, bucket_step, min_bucket, max_bucket)
 
         self.templates = self._choose_templates(templates, template_file)
         self.images, placeholders = self._load(data_root, placeholder_token)
@@ -123,6 +136,8 @@ class PersonalizedBase(Dataset):
         # The caption word for each image; the coarse class rides along in front, as in the paper.
         prefix = f"{coarse_class_text} " if coarse_class_text else ""
         self.image_placeholders = [prefix + p for p in placeholders]
+        self.geometry = [self._geometry(image) for image in self.images]
+        self.set_batch_size(1)
         self._cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---- construction -------------------------------------------------------------------------
@@ -134,6 +149,12 @@ class PersonalizedBase(Dataset):
         if templates is not None:
             return cap.validate_templates(templates, "templates")
         return list(self.default_templates)
+
+    def _geometry(self, image: TrainingImage) -> CoverCrop:
+        width, height = image.rgb.size  # upright: EXIF orientation already applied
+        if self.bucket_spec is None:
+            return square_geometry(height, width, self.size, self.center_crop)
+        return cover_crop(height, width, nearest_bucket(height, width, make_buckets(self.bucket_spec)))
 
     def _load(self, data_root: Any, placeholder_token: Any) -> tuple[list[TrainingImage], list[str]]:
         roots, tokens = [str(r) for r in _as_list(data_root)], [str(t) for t in _as_list(placeholder_token)]
@@ -166,10 +187,23 @@ class PersonalizedBase(Dataset):
         """Change the stream of choices; cached pixels stay valid (they depend only on image and flip)."""
         self.seed = int(seed)
 
+    def set_batch_size(self, batch_size: int) -> None:
+        """With buckets, each run of `batch_size` consecutive samples is one batch of one bucket (the data
+        module passes its batch size); square images need no grouping."""
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self._order = BucketOrder([g.target for g in self.geometry], self.batch_size) if self.bucket_spec else None
+
+    @property
+    def bucket_sizes(self) -> list[tuple[int, int]]:
+        """Each image's trained (height, width)."""
+        return [g.target for g in self.geometry]
+
     # ---- the choices of sample k ------------------------------------------------------------------
     def image_index(self, k: int) -> int:
         if not self.train:
             return k % self.num_images
+        if self._order is not None:
+            return self._order.image_index(self.seed, k)
         epoch, position = divmod(k, self.num_images)
         return epoch_permutation(self.seed, epoch, self.num_images)[position]
 
@@ -208,7 +242,8 @@ class PersonalizedBase(Dataset):
 
     # ---- pixels ---------------------------------------------------------------------------------
     def pixels(self, image_index: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image [3, S, S] in [-1, 1], weight [1, S, S] in [0, 1]), cached: always identical per key."""
+        """(image [3, H, W] in [-1, 1], weight [1, H, W] in [0, 1]), cached: always identical per key. H, W are
+        the image's bucket, or size x size."""
         key = (int(image_index), bool(flip))
         if key not in self._cache:
             if flip:
@@ -216,12 +251,26 @@ class PersonalizedBase(Dataset):
                 self._cache[key] = (image.flip(-1), weight.flip(-1))
             else:
                 src = self.images[image_index]
-                image = image_tensor(square_resize(src.rgb, self.size, self.center_crop, self.resample))
+                image = image_tensor(self._resize(src.rgb, image_index))
                 mask = None
                 if src.alpha is not None and self.use_alpha_as_weight:
-                    mask = square_resize(src.alpha, self.size, self.center_crop, self.resample)
-                self._cache[key] = (image, mask_tensor(mask, self.size))
+                    mask = self._resize(src.alpha, image_index)
+                self._cache[key] = (image, mask_tensor(mask, self.geometry[image_index].target))
         return self._cache[key]
+
+    def _resize(self, image: Image.Image, image_index: int) -> Image.Image:
+        if self.bucket_spec is None:
+            return square_resize(image, self.size, self.center_crop, self.resample)
+        return cover_resize(image, self.geometry[image_index], self.resample)
+
+    def size_conditioning(self, image_index: int, flip: bool) -> dict[str, torch.Tensor]:
+        """SDXL's size inputs of an item: the photo's (h, w), the crop's (top, left), the trained (h, w)."""
+        crop = self.geometry[image_index].flipped() if flip else self.geometry[image_index]
+        return {
+            "original_size_as_tuple": torch.tensor(crop.original),
+            "crop_coords_top_left": torch.tensor(crop.top_left),
+            "target_size_as_tuple": torch.tensor(crop.target),
+        }
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         plan = self.describe(k)
@@ -232,10 +281,22 @@ class PersonalizedBase(Dataset):
             "image_index": plan.image_index,
             "flip": plan.flip,
             "k": plan.k,
+            **self.size_conditioning(plan.image_index, plan.flip),
         }
         if self.use_alpha_as_weight:
             item["weight"] = weight.clone()  # ones for opaque images, so batches still collate
         return item
+
+
+def _bucket_spec(buckets: Any, size: int, step: Any, min_bucket: Any, max_bucket: Any) -> BucketSpec | None:
+    if not isinstance(buckets, bool):
+        raise ConfigError(f"buckets must be true or false, got {buckets!r}")
+    if not buckets:
+        return None
+    step = _positive_int("bucket_step", step)
+    low = _positive_int("min_bucket", min_bucket) if min_bucket is not None else max(step, size // 2 // step * step)
+    high = _positive_int("max_bucket", max_bucket) if max_bucket is not None else size * 2 // step * step
+    return BucketSpec(size, step, low, high)
 
 
 class PersonalizedObject(PersonalizedBase):

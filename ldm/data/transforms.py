@@ -1,4 +1,4 @@
-"""Square crops and resizes shared by the datasets and the preprocessing tool."""
+"""Square crops, bucket cover-crops and resizes shared by the datasets and the preprocessing tool."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ldm.data.buckets import CoverCrop
 from ldm.errors import ConfigError
 from ldm.image_utils import pil_to_tensor
 
@@ -38,13 +39,19 @@ def square_resize(image: Image.Image, size: int, center_crop: bool, resample: Im
     return image.resize((size, size), resample=resample)
 
 
+def cover_resize(image: Image.Image, crop: CoverCrop, resample: Image.Resampling) -> Image.Image:
+    """Resize to `crop.resized` (covering the target) and cut out the target window at `crop.top_left`."""
+    (rh, rw), (top, left), (th, tw) = crop.resized, crop.top_left, crop.target
+    return image.resize((rw, rh), resample=resample).crop((left, top, left + tw, top + th))
+
+
 def image_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL -> FloatTensor [3, H, W] in [-1, 1]."""
     return pil_to_tensor(image)[0].contiguous()
 
 
-def mask_tensor(mask: Image.Image | None, size: int) -> torch.Tensor:
-    """ "L" mask -> FloatTensor [1, H, W] in [0, 1]; None -> ones (fully weighted)."""
+def mask_tensor(mask: Image.Image | None, size: int | tuple[int, int]) -> torch.Tensor:
+    """ "L" mask -> FloatTensor [1, H, W] in [0, 1]; None -> ones of `size` (side, or (h, w)): fully weighted."""
     if mask is None:
-        return torch.ones(1, size, size)
+        return torch.ones(1, *((size, size) if isinstance(size, int) else size))
     return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None].contiguous()
