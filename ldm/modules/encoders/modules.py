@@ -37,6 +37,19 @@ VIT_L14_TEXT = dict(
 )
 
 
+def _check_layer_idx(layer: str, layer_idx: int | None, n_layers: int) -> int | None:
+    """`layer_idx` is required by, and only meaningful for, layer "hidden" (0 = embeddings only)."""
+    if layer != "hidden":
+        if layer_idx is not None:
+            raise ConfigError(f"layer_idx={layer_idx} needs layer: hidden (got layer={layer!r}); remove one of them")
+        return None
+    if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx <= n_layers:
+        raise ConfigError(
+            f"layer: hidden needs layer_idx between 0 and {n_layers} (got {layer_idx!r}); SDXL's CLIP-L uses 11"
+        )
+    return layer_idx
+
+
 class CLIPTextHolder(nn.Module):
     """Container that gives `CLIPTextModel` the `text_model.` prefix real SD files use."""
 
@@ -51,10 +64,14 @@ class FrozenCLIPEmbedder(nn.Module):
     """Text -> [B, 77, hidden] context for the UNet's cross-attention. Frozen unless a caller unfreezes it.
 
     `layer`: "last" (SD v1) or "penultimate" (A1111 "CLIP skip 2"; the hidden state before the last
-    block, passed through the final layer norm).
+    block, passed through the final layer norm), or "hidden" with `layer_idx` (sgm's SDXL CLIP-L:
+    transformers' `hidden_states[layer_idx]`, the output of the first `layer_idx` blocks, NO final norm).
+    `columns` (this encoder's columns in a concatenated context / learned vector) and `embedding_key`
+    (its key in SDXL embedding files) are set by GeneralConditioner; alone it owns all columns.
     """
 
-    LAYERS = ("last", "penultimate")
+    LAYERS = ("last", "penultimate", "hidden")
+    returns_pooled = False  # SDXL pools from the OpenCLIP encoder only
 
     def __init__(
         self,
@@ -65,6 +82,8 @@ class FrozenCLIPEmbedder(nn.Module):
         model_path: str | None = None,
         text_config: dict | None = None,
         freeze: bool = True,
+        layer_idx: int | None = None,
+        always_return_pooled: bool = False,
         **ignored,
     ):
         super().__init__()
@@ -75,9 +94,15 @@ class FrozenCLIPEmbedder(nn.Module):
         # `version` names a hub model in the paper configs; we never download, so it is only a hint.
         config = CLIPTextConfig(**{**VIT_L14_TEXT, **(text_config or {})})
         config._attn_implementation = "sdpa"
+        self.layer_idx = _check_layer_idx(layer, layer_idx, config.num_hidden_layers)
         self.transformer = CLIPTextHolder(config)
         self.max_length = max_length
         self.layer = layer
+        # sgm's CLIP-L may return CLIP's own pooled output; SDXL never uses it, so it is only accepted.
+        self.always_return_pooled = always_return_pooled
+        self.columns = slice(0, config.hidden_size)
+        self.embedding_key: str | None = None
+        self.tokenizer_subfolder = "tokenizer"
         self._tokenizer_args = (tokenizer_path, model_path)
         self._tokenizer = None
         if freeze:
@@ -86,7 +111,9 @@ class FrozenCLIPEmbedder(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:  # lazy: loading the vocabulary costs ~1 s and tests often skip it
-            self._tokenizer = load_tokenizer(*self._tokenizer_args, max_length=self.max_length)
+            self._tokenizer = load_tokenizer(
+                *self._tokenizer_args, max_length=self.max_length, subfolder=self.tokenizer_subfolder
+            )
         return self._tokenizer
 
     @property
@@ -134,10 +161,15 @@ class FrozenCLIPEmbedder(nn.Module):
         n = hidden.shape[1]
         causal = torch.full((n, n), float("-inf"), dtype=hidden.dtype, device=hidden.device).triu(1)
         mask = causal[None, None].expand(hidden.shape[0], 1, n, n)
-        layers = tm.encoder.layers if self.layer == "last" else tm.encoder.layers[:-1]
-        for layer in layers:  # run the blocks ourselves so "penultimate" skips the last one
+        for layer in tm.encoder.layers[: self.n_blocks]:  # run the blocks ourselves to stop early
             hidden = layer(hidden, mask)
-        return tm.final_layer_norm(hidden)
+        return hidden if self.layer == "hidden" else tm.final_layer_norm(hidden)
+
+    @property
+    def n_blocks(self) -> int:
+        """How many blocks the context runs through."""
+        n = len(self.text_model.encoder.layers)
+        return {"last": n, "penultimate": n - 1}.get(self.layer, self.layer_idx)
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.to(self.token_embedding.weight.device)

@@ -32,7 +32,7 @@ from torch import nn
 
 from ldm.errors import ConfigError
 from ldm.modules.encoders.open_clip_text import OpenCLIPTextTransformer
-from ldm.modules.encoders.open_clip_tokenizer import load_open_clip_tokenizer
+from ldm.modules.encoders.open_clip_tokenizer import EOS_ID, load_open_clip_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,13 @@ def text_tower_config(arch: str, text_config: dict | None, layer: str, max_lengt
 
 
 class FrozenOpenCLIPEmbedder(nn.Module):
-    """Text -> [B, 77, W] context for the UNet's cross-attention. Frozen unless a caller unfreezes it."""
+    """Text -> [B, 77, W] context for the UNet's cross-attention. Frozen unless a caller unfreezes it.
+
+    `columns` (this encoder's columns in a concatenated context / learned vector) and `embedding_key`
+    (its key in SDXL embedding files) are set by GeneralConditioner; alone it owns all columns."""
 
     LAYERS = ("last", "penultimate")
+    returns_pooled = False
 
     def __init__(
         self,
@@ -104,6 +108,9 @@ class FrozenOpenCLIPEmbedder(nn.Module):
         self.arch, self.version = arch, version
         self.max_length = max_length
         self.layer = layer
+        self.columns = slice(0, self.model.width)
+        self.embedding_key: str | None = None
+        self.tokenizer_subfolder = "tokenizer"
         self._tokenizer_args = (tokenizer_path, model_path)
         self._tokenizer = None
         if freeze:
@@ -117,7 +124,9 @@ class FrozenOpenCLIPEmbedder(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:  # lazy: loading the vocabulary costs ~1 s and tests often skip it
-            self._tokenizer = load_open_clip_tokenizer(*self._tokenizer_args, max_length=self.max_length)
+            self._tokenizer = load_open_clip_tokenizer(
+                *self._tokenizer_args, max_length=self.max_length, subfolder=self.tokenizer_subfolder
+            )
         return self._tokenizer
 
     @property
@@ -167,3 +176,74 @@ class FrozenOpenCLIPEmbedder(nn.Module):
 
     def encode(self, text: str | Sequence[str]) -> torch.Tensor:
         return self(text)
+
+
+def eos_index(tokens: torch.Tensor, eos_id: int = EOS_ID) -> torch.Tensor:
+    """Position of the first EOS in each row of `tokens` [B, N] -> LongTensor [B].
+
+    Where to pool. Not `tokens.argmax(-1)` (OpenCLIP's and transformers' shortcut): a placeholder id
+    appended to the vocabulary (>= 49408) is larger than EOS and would win."""
+    is_eos = tokens == eos_id
+    if not bool(is_eos.any(dim=1).all()):
+        raise ValueError("a token row has no EOS id; tokenize with the encoder's tokenizer (BOS, tokens, EOS)")
+    return is_eos.int().argmax(dim=1)
+
+
+class FrozenOpenCLIPEmbedder2(FrozenOpenCLIPEmbedder):
+    """sgm's second SDXL text encoder (OpenCLIP ViT-bigG-14 in sd_xl_base.yaml): the same tower and keys
+    (`conditioner.embedders.1.model.*`), two differences from SD 2.x's class:
+
+    - `legacy: False` (SDXL): the context is the raw output of the chosen layer, no `ln_final`;
+      `legacy: True` is SD 2.x's `ln_final(layer)`.
+    - `always_return_pooled: True` (SDXL): the pooled vector, `ln_final(output of the LAST block)` at the
+      EOS position `@ text_projection` (`encode_embeddings_pooled`), which enters the UNet's vector `y`.
+    """
+
+    def __init__(
+        self,
+        arch: str = "ViT-H-14",
+        version: str | None = "laion2b_s32b_b79k",
+        device: str | None = None,
+        max_length: int = 77,
+        freeze: bool = True,
+        layer: str = "last",
+        always_return_pooled: bool = False,
+        legacy: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            arch=arch, version=version, device=device, max_length=max_length, freeze=freeze, layer=layer, **kwargs
+        )
+        if always_return_pooled and legacy:
+            raise ConfigError("FrozenOpenCLIPEmbedder2 always_return_pooled: True needs legacy: False (as in SDXL)")
+        if always_return_pooled and not self.model.projection:
+            raise ConfigError("FrozenOpenCLIPEmbedder2 always_return_pooled: True needs the text projection")
+        self.legacy = legacy
+        self.always_return_pooled = always_return_pooled
+
+    @property
+    def returns_pooled(self) -> bool:  # type: ignore[override]
+        return self.always_return_pooled
+
+    def encode_embeddings(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        if self.legacy:
+            return super().encode_embeddings(inputs_embeds)
+        (context,) = self.model.block_outputs(inputs_embeds, (self.n_blocks,))
+        return context
+
+    def encode_embeddings_pooled(
+        self, inputs_embeds: torch.Tensor, eos_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context [B, N, W], pooled [B, W_proj]) from one run of the tower; `eos_index` [B] is where
+        each row's EOS is (see `eos_index`), never found by argmax over ids."""
+        context, last = self.model.block_outputs(inputs_embeds, (self.n_blocks, self.model.layers))
+        if self.legacy:
+            context = self.model.ln_final(context)
+        rows = torch.arange(last.shape[0], device=last.device)
+        final = self.model.ln_final(last[rows, eos_index.to(last.device)])
+        return context, self.model.project(final)
+
+    def encode_tokens_pooled(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids [B, N] -> (context, pooled), pooled at each row's first EOS."""
+        tokens = tokens.to(self.token_embedding.weight.device)
+        return self.encode_embeddings_pooled(self.token_embedding(tokens), eos_index(tokens))

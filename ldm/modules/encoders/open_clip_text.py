@@ -67,7 +67,8 @@ class Transformer(nn.Module):
 
 class OpenCLIPTextTransformer(nn.Module):
     """The text tower. `hidden_states(embeds, n_blocks)` runs the first `n_blocks` blocks on token
-    embeddings [B, N, W] (positions added here) and applies `ln_final`."""
+    embeddings [B, N, W] (positions added here) and applies `ln_final`; `block_outputs` keeps the raw
+    outputs of chosen blocks (SDXL: the penultimate's for the context, the last's for the pooled vector)."""
 
     def __init__(
         self,
@@ -113,10 +114,23 @@ class OpenCLIPTextTransformer(nn.Module):
             self.logit_scale.fill_(math.log(1 / 0.07))
 
     def hidden_states(self, embeds: torch.Tensor, n_blocks: int) -> torch.Tensor:
+        (x,) = self.block_outputs(embeds, (n_blocks,))
+        return self.ln_final(x)
+
+    def block_outputs(self, embeds: torch.Tensor, after: tuple[int, ...]) -> list[torch.Tensor]:
+        """The raw (no `ln_final`) hidden states after each count of blocks in `after`, running the
+        tower once up to the largest count."""
         n = embeds.shape[1]
         if n > self.context_length:
             raise ValueError(f"{n} token positions; the text encoder takes at most {self.context_length}")
         x = embeds + self.positional_embedding[:n].to(embeds.dtype)
-        for block in self.transformer.resblocks[:n_blocks]:
+        outputs = {0: x}
+        for i, block in enumerate(self.transformer.resblocks[: max(after)], start=1):
             x = block(x)
-        return self.ln_final(x)
+            if i in after:
+                outputs[i] = x
+        return [outputs[k] for k in after]
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """OpenCLIP's text projection, applied as `x @ P` (P is [W, out]; never as an nn.Linear weight)."""
+        return x @ self.text_projection.to(x.dtype)

@@ -67,13 +67,16 @@ class OpenCLIPTokenizer:
 
 
 def load_open_clip_tokenizer(
-    explicit: str | Path | None = None, model_path: str | Path | None = None, max_length: int = 77
+    explicit: str | Path | None = None,
+    model_path: str | Path | None = None,
+    max_length: int = 77,
+    subfolder: str = "tokenizer",
 ) -> OpenCLIPTokenizer:
     """The CLIP vocabulary from local files only (same search order as `load_tokenizer`), padded the
     OpenCLIP way."""
     from transformers import CLIPTokenizer  # heavy import, deferred until a tokenizer is needed
 
-    path = resolve_tokenizer_dir(explicit, model_path)
+    path = resolve_tokenizer_dir(explicit, model_path, subfolder)
     # EOS as the pad token keeps "!" an ordinary BPE token even where the folder names "!" as pad.
     tokenizer = CLIPTokenizer.from_pretrained(str(path), local_files_only=True, pad_token=_EOS_TOKEN)
     if (tokenizer.bos_token_id, tokenizer.eos_token_id) != (BOS_ID, EOS_ID):

@@ -22,8 +22,11 @@ def _is_tokenizer_dir(path: Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in _REQUIRED)
 
 
-def resolve_tokenizer_dir(explicit: PathLike | None = None, model_path: PathLike | None = None) -> Path:
-    """Return the folder holding vocab.json and merges.txt, by the documented search order."""
+def resolve_tokenizer_dir(
+    explicit: PathLike | None = None, model_path: PathLike | None = None, subfolder: str = "tokenizer"
+) -> Path:
+    """Return the folder holding vocab.json and merges.txt, by the documented search order. `subfolder`
+    is where a diffusers folder keeps this encoder's tokenizer (SDXL's second: `tokenizer_2`)."""
     if explicit:
         path = Path(explicit).expanduser()
         if not _is_tokenizer_dir(path):
@@ -35,18 +38,23 @@ def resolve_tokenizer_dir(explicit: PathLike | None = None, model_path: PathLike
     if model_path:
         model = Path(model_path).expanduser()
         folder = model if model.is_dir() else model.parent
-        candidate = folder / "tokenizer"
+        candidate = folder / subfolder
         if _is_tokenizer_dir(candidate):
             log.info("using the tokenizer beside the model: %s", candidate)
             return candidate
     return SHIPPED_TOKENIZER
 
 
-def load_tokenizer(explicit: PathLike | None = None, model_path: PathLike | None = None, max_length: int = 77):
+def load_tokenizer(
+    explicit: PathLike | None = None,
+    model_path: PathLike | None = None,
+    max_length: int = 77,
+    subfolder: str = "tokenizer",
+):
     """A transformers CLIPTokenizer read from local files only."""
     from transformers import CLIPTokenizer  # heavy import, deferred until a tokenizer is needed
 
-    path = resolve_tokenizer_dir(explicit, model_path)
+    path = resolve_tokenizer_dir(explicit, model_path, subfolder)
     tokenizer = CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
     tokenizer.model_max_length = max_length
     return tokenizer

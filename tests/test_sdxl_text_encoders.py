@@ -1,0 +1,227 @@
+"""SDXL text side: CLIP-L `layer: hidden`, OpenCLIP bigG (`FrozenOpenCLIPEmbedder2`, no final norm, pooled at
+EOS), the size embedders and GeneralConditioner (columns, embedding keys, vector), on tiny encoders with the
+real 49408-token vocabulary. The oracles against transformers/diffusers are in test_oracle_sdxl_text.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sd_helpers import randomize_
+
+from ldm.errors import ConfigError
+from ldm.modules.encoders.general_conditioner import GeneralConditioner
+from ldm.modules.encoders.modules import FrozenCLIPEmbedder
+from ldm.modules.encoders.open_clip import FrozenOpenCLIPEmbedder, FrozenOpenCLIPEmbedder2, eos_index
+from ldm.modules.encoders.size_embedding import ConcatTimestepEmbedderND
+
+CLIP_L_TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
+BIG_G_TINY = dict(width=64, layers=3, heads=4)
+SIZE_KEYS = ("original_size_as_tuple", "crop_coords_top_left", "target_size_as_tuple")
+OUTDIM = 8
+
+
+def emb_models(outdim: int = OUTDIM) -> list[dict]:
+    """sd_xl_base.yaml's emb_models, shrunk: the same classes, layers and keys."""
+    clip_l = {
+        "target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder",
+        "input_key": "txt",
+        "is_trainable": False,
+        "params": {"layer": "hidden", "layer_idx": 2, "text_config": CLIP_L_TINY},
+    }
+    big_g = {
+        "target": "ldm.modules.encoders.open_clip.FrozenOpenCLIPEmbedder2",
+        "input_key": "txt",
+        "is_trainable": False,
+        "params": {
+            "arch": "ViT-bigG-14",
+            "version": "laion2b_s39b_b160k",
+            "freeze": True,
+            "layer": "penultimate",
+            "always_return_pooled": True,
+            "legacy": False,
+            "text_config": BIG_G_TINY,
+        },
+    }
+    sizes = [
+        {
+            "target": "ldm.modules.encoders.size_embedding.ConcatTimestepEmbedderND",
+            "input_key": key,
+            "is_trainable": False,
+            "params": {"outdim": outdim},
+        }
+        for key in SIZE_KEYS
+    ]
+    return [clip_l, big_g, *sizes]
+
+
+@pytest.fixture(scope="module")
+def conditioner() -> GeneralConditioner:
+    torch.manual_seed(0)
+    return randomize_(GeneralConditioner(emb_models()), seed=1).eval()
+
+
+# -- CLIP-L -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layer_idx", [1, 2, 3])
+def test_clip_hidden_layer_is_transformers_hidden_state_without_final_norm(layer_idx):
+    torch.manual_seed(0)
+    enc = randomize_(FrozenCLIPEmbedder(layer="hidden", layer_idx=layer_idx, text_config=CLIP_L_TINY))
+    tokens = enc.tokenize(["a photo of a cat", "a dog"])
+    with torch.no_grad():
+        ours = enc.encode_tokens(tokens)
+        theirs = enc.text_model(input_ids=tokens, output_hidden_states=True).hidden_states[layer_idx]
+        normed = enc.text_model.final_layer_norm(theirs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (ours - normed).abs().max() > 1e-2  # the final norm would make a real difference
+
+
+@pytest.mark.parametrize(
+    "params",
+    [dict(layer="hidden"), dict(layer="hidden", layer_idx=4), dict(layer="last", layer_idx=2)],
+    ids=["no-idx", "too-deep", "idx-without-hidden"],
+)
+def test_clip_layer_idx_is_checked(params):
+    with pytest.raises(ConfigError, match="layer_idx"):
+        FrozenCLIPEmbedder(text_config=CLIP_L_TINY, **params)
+
+
+def test_clip_pads_with_eos_and_owns_all_columns_alone():
+    enc = FrozenCLIPEmbedder(text_config=CLIP_L_TINY)
+    (row,) = enc.tokenize("a cat").tolist()
+    assert row[:2] == [49406, 320] and row[3:] == [49407] * 74
+    assert enc.columns == slice(0, 32) and enc.embedding_key is None and not enc.returns_pooled
+
+
+# -- OpenCLIP bigG ------------------------------------------------------------------------------------
+def _big_g(**params) -> FrozenOpenCLIPEmbedder2:
+    torch.manual_seed(0)
+    enc = FrozenOpenCLIPEmbedder2(arch="ViT-bigG-14", text_config=BIG_G_TINY, **params)
+    return randomize_(enc, seed=2).eval()
+
+
+def _raw_blocks(enc, embeds: torch.Tensor, n: int) -> torch.Tensor:
+    """The tower by hand: positions, then the first n blocks, nothing else."""
+    x = embeds + enc.model.positional_embedding
+    for block in enc.model.transformer.resblocks[:n]:
+        x = block(x)
+    return x
+
+
+def test_big_g_context_is_penultimate_without_ln_final_and_legacy_is_sd2():
+    sdxl = _big_g(layer="penultimate", legacy=False, always_return_pooled=True)
+    tokens = sdxl.tokenize(["a photo of a cat", ""])
+    embeds = sdxl.token_embedding(tokens)
+    with torch.no_grad():
+        raw = _raw_blocks(sdxl, embeds, 2)
+        torch.testing.assert_close(sdxl.encode_embeddings(embeds), raw, rtol=0, atol=0)
+        sd2 = FrozenOpenCLIPEmbedder(arch="ViT-bigG-14", text_config=BIG_G_TINY, layer="penultimate")
+        sd2.load_state_dict(sdxl.state_dict())
+        legacy = FrozenOpenCLIPEmbedder2(arch="ViT-bigG-14", text_config=BIG_G_TINY, layer="penultimate")
+        legacy.load_state_dict(sdxl.state_dict())
+        torch.testing.assert_close(legacy.encode_embeddings(embeds), sd2.encode_embeddings(embeds), rtol=0, atol=0)
+        torch.testing.assert_close(sd2.encode_embeddings(embeds), sdxl.model.ln_final(raw), rtol=0, atol=0)
+
+
+def test_big_g_pools_ln_final_of_last_block_at_eos_times_projection():
+    enc = _big_g(layer="penultimate", legacy=False, always_return_pooled=True)
+    assert enc.returns_pooled and enc.tokenize("a cat")[0, 4:].eq(0).all()  # bigG pads with 0
+    tokens = enc.tokenize(["a photo of a cat", "a dog"])
+    embeds = enc.token_embedding(tokens)
+    with torch.no_grad():
+        context, pooled = enc.encode_embeddings_pooled(embeds, eos_index(tokens))
+        torch.testing.assert_close(context, enc.encode_embeddings(embeds), rtol=0, atol=0)
+        last = enc.model.ln_final(_raw_blocks(enc, embeds, 3))
+        eos = [6, 3]  # BOS + 5 / 2 tokens
+        want = torch.stack([last[0, eos[0]], last[1, eos[1]]]) @ enc.model.text_projection
+        wrong_side = torch.stack([last[0, eos[0]], last[1, eos[1]]]) @ enc.model.text_projection.T
+    torch.testing.assert_close(pooled, want, rtol=1e-6, atol=1e-6)
+    assert (pooled - wrong_side).abs().max() > 1e-2  # x @ P, not an nn.Linear with weight P
+
+
+def test_eos_index_ignores_appended_placeholder_ids():
+    tokens = torch.tensor([[49406, 49408, 320, 49407, 0, 0], [49406, 320, 49409, 49407, 49407, 49407]])
+    assert eos_index(tokens).tolist() == [3, 3]
+    assert tokens.argmax(-1).tolist() == [1, 2]  # what argmax pooling would pick
+    with pytest.raises(ValueError, match="no EOS"):
+        eos_index(torch.tensor([[49406, 320, 0]]))
+
+
+def test_pooled_needs_non_legacy():
+    with pytest.raises(ConfigError, match="legacy"):
+        FrozenOpenCLIPEmbedder2(arch="ViT-bigG-14", text_config=BIG_G_TINY, always_return_pooled=True)
+
+
+# -- size embedders -----------------------------------------------------------------------------------
+def test_size_embedder_matches_diffusers_timesteps():
+    from diffusers.models.embeddings import Timesteps
+
+    sizes = torch.tensor([[1024, 768], [0, 64], [832, 1216]])
+    ours = ConcatTimestepEmbedderND(256)(sizes)
+    theirs = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)(sizes.flatten()).reshape(3, 512)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert list(ConcatTimestepEmbedderND(256).parameters()) == []
+
+
+# -- GeneralConditioner -------------------------------------------------------------------------------
+def test_conditioner_layout_columns_and_keys(conditioner):
+    clip_l, big_g = conditioner.text_encoders
+    assert isinstance(clip_l, FrozenCLIPEmbedder) and isinstance(big_g, FrozenOpenCLIPEmbedder2)
+    assert (clip_l.columns, big_g.columns) == (slice(0, 32), slice(32, 96))
+    assert (clip_l.embedding_key, big_g.embedding_key) == ("clip_l", "clip_g")
+    assert (clip_l.tokenizer.pad_token_id, big_g.tokenizer.pad_token_id) == (49407, 0)
+    assert conditioner.width == 96 and conditioner.pooled_encoder is big_g
+    assert conditioner.vector_width == 64 + 3 * 2 * OUTDIM
+    keys = set(conditioner.state_dict())
+    assert "embedders.0.transformer.text_model.encoder.layers.2.mlp.fc1.weight" in keys
+    assert "embedders.1.model.text_projection" in keys and "embedders.1.model.logit_scale" in keys
+    assert not any(k.startswith(("embedders.2", "embedders.3", "embedders.4")) for k in keys)
+    assert not any(p.requires_grad for p in conditioner.parameters())
+
+
+def test_conditioner_vector_is_pooled_then_sizes_in_embedder_order(conditioner):
+    pooled = torch.randn(2, 64)
+    original, crop, target = torch.tensor([[1024, 768], [512, 512]]), torch.tensor([[0, 32], [16, 0]]), (1024, 1024)
+    y = conditioner.vector(pooled, original, crop, target)
+    emb = ConcatTimestepEmbedderND(OUTDIM)
+    want = torch.cat([pooled, emb(original), emb(crop), emb(torch.tensor([target, target]))], dim=1)
+    torch.testing.assert_close(y, want, rtol=0, atol=0)
+
+
+def test_conditioner_forward_concatenates_contexts(conditioner):
+    batch = {"txt": ["a photo of a cat", ""], **{k: torch.tensor([[64, 64], [64, 96]]) for k in SIZE_KEYS}}
+    with torch.no_grad():
+        out = conditioner(batch)
+        clip_l, big_g = conditioner.text_encoders
+        first = clip_l.encode_tokens(clip_l.tokenize(batch["txt"]))
+        second, pooled = big_g.encode_tokens_pooled(big_g.tokenize(batch["txt"]))
+    assert out["crossattn"].shape == (2, 77, 96) and out["vector"].shape == (2, conditioner.vector_width)
+    torch.testing.assert_close(out["crossattn"], torch.cat([first, second], -1), rtol=0, atol=0)
+    torch.testing.assert_close(out["vector"][:, :64], pooled, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m[2].update(input_key="aesthetic_score"), "input_key"),
+        (lambda m: m[0].update(input_key="original_size_as_tuple"), "text encoders take"),
+        (lambda m: m[1].update(colour="red"), "unknown keys"),
+        (lambda m: m.__setitem__(1, dict(m[0])), "two clip_l"),
+        (lambda m: m[1]["params"].update(legacy=True), "legacy"),
+    ],
+    ids=["size-key", "text-as-size", "entry-key", "two-clip-l", "pooled-legacy"],
+)
+def test_conditioner_config_errors(change, message):
+    models = emb_models()
+    change(models)
+    with pytest.raises(ConfigError, match=message):
+        GeneralConditioner(models)
+
+
+def test_meta_build_then_reset_buffers(conditioner):
+    with torch.device("meta"):
+        built = GeneralConditioner(emb_models())
+    built.to_empty(device="cpu")
+    built.reset_buffers()
+    built.load_state_dict(conditioner.state_dict())
+    batch = {"txt": ["a cat"], **{k: torch.tensor([[64, 64]]) for k in SIZE_KEYS}}
+    with torch.no_grad():
+        torch.testing.assert_close(built(batch)["crossattn"], conditioner(batch)["crossattn"], rtol=0, atol=0)
