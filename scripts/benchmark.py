@@ -4,8 +4,10 @@
   train --against diffusers --diffusers_example PATH
           main.py against diffusers' examples/textual_inversion/textual_inversion.py itself (the file
           at PATH, run as a user runs it; it needs `pip install accelerate`), same weights, concept,
-          size, batch 1 and precision. Each side trains --short_steps and --long_steps in fresh
-          processes; (long - short wall time) / (long - short steps) is its time per step.
+          size, batch 1 and precision. With --model sdxl: against textual_inversion_sdxl.py, on random
+          full-size SDXL weights (a diffusers folder in --cache's folder, and our checkpoint read from
+          it). Each side trains --short_steps and --long_steps in fresh processes; (long - short wall
+          time) / (long - short steps) is its time per step.
   train --against floor
           our training step in one process (the objective main.py uses) against a bare diffusers UNet
           forward + backward to the text context: nothing of textual inversion is cheaper
@@ -29,6 +31,7 @@ from ldm.cli import configure_logging, run_cli
 from ldm.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+CACHE = Path.home() / ".cache" / "ti-benchmark"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,11 +46,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--before", help="train --against diffusers: also run main.py of this other checkout (a change's effect)"
     )
+    p.add_argument(
+        "--model", choices=("sd1", "sdxl"), default="sd1", help="model family (sdxl: train --against diffusers)"
+    )
+    p.add_argument(
+        "--only",
+        choices=("ours", "diffusers"),
+        help="train --against diffusers: run one side alone (fits a smaller machine; no ratios)",
+    )
     p.add_argument("--ckpt", help="an SD v1 .ckpt/.safetensors (default: random full-size weights)")
     p.add_argument(
         "--cache",
-        default=str(Path.home() / ".cache" / "ti-benchmark" / "sd-v1-random-bf16.safetensors"),
-        help="where the random checkpoint is kept between runs",
+        default=str(CACHE / "sd-v1-random-bf16.safetensors"),
+        help="where the random checkpoint is kept between runs (its folder also holds the SDXL weights)",
     )
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
@@ -76,6 +87,13 @@ def check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name} must be at least 1")
     if args.long_steps <= args.short_steps:
         raise ConfigError(f"--long_steps {args.long_steps} must be more than --short_steps {args.short_steps}")
+    if args.model == "sdxl" and (args.task != "train" or args.against != "diffusers" or args.ckpt):
+        raise ConfigError(
+            "--model sdxl runs train --against diffusers on random full-size weights; drop --ckpt and "
+            "use: train --against diffusers --diffusers_example PATH/textual_inversion_sdxl.py"
+        )
+    if args.only and args.before:
+        raise ConfigError("--before adds a side to a comparison; drop --only")
     if args.ckpt and not Path(args.ckpt).is_file():
         raise ConfigError(f"--ckpt {args.ckpt} does not exist")
     if args.task == "sample" and args.against == "floor":
@@ -94,7 +112,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise ConfigError("train --against diffusers runs batch 1 on the CPU; drop --batch/--device")
 
 
-def _against_the_example(args: argparse.Namespace, ckpt: str) -> dict:
+def _against_the_example(args: argparse.Namespace, ckpt: str | None) -> dict:
     from ldm.benchmark.real_example import against_the_example
 
     return against_the_example(
@@ -109,6 +127,8 @@ def _against_the_example(args: argparse.Namespace, ckpt: str) -> dict:
         long=args.long_steps,
         timeout=args.timeout,
         before=args.before,
+        model=args.model,
+        sides=(args.only,) if args.only else ("ours", "diffusers"),
     )
 
 
@@ -145,7 +165,10 @@ def main(argv=None) -> int:
         from ldm.benchmark.weights import random_checkpoint
 
         check_args(args)
-        ckpt = args.ckpt or str(random_checkpoint(args.cache))
+        if args.model == "sdxl":
+            ckpt = None  # the SDXL weights are written with the diffusers folder (real_example.weights)
+        else:
+            ckpt = args.ckpt or str(random_checkpoint(args.cache))
         if args.task == "train" and args.against == "diffusers":
             result = _against_the_example(args, ckpt)
         else:

@@ -1,8 +1,9 @@
-"""Our `main.py` against diffusers' examples/textual_inversion/textual_inversion.py, each run whole, as a user
-runs it: same weights (our checkpoint / the same weights as a diffusers folder), same concept folder,
-resolution, batch 1 and precision. Each side runs a short and a long training in fresh processes; the
-difference of their wall times over the difference of their steps is the time per step, so loading,
-start-up and the final save cancel. Sides alternate within a round, and the order flips each round.
+"""Our `main.py` against diffusers' examples/textual_inversion/textual_inversion.py (SD v1) or
+textual_inversion_sdxl.py (SDXL), each run whole, as a user runs it: same weights (our checkpoint / the
+same weights as a diffusers folder), same concept folder, resolution, batch 1 and precision. Each side
+runs a short and a long training in fresh processes; the difference of their wall times over the
+difference of their steps is the time per step, so loading, start-up and the final save cancel. Sides
+alternate within a round, and the order flips each round.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldm.benchmark.weights import FINETUNE_CONFIG, ROOT
+from ldm.benchmark.weights import FINETUNE_CONFIG, ROOT, SDXL_FINETUNE_CONFIG
 from ldm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,13 @@ log = logging.getLogger(__name__)
 LAUNCHER = Path(__file__).resolve().parent / "stand_ins" / "launch_example.py"
 EXAMPLE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 INIT_WORD = "sculpture"  # v1-finetune.yaml's initializer word; the example is given the same
+FINETUNE_CONFIGS = {"sd1": FINETUNE_CONFIG, "sdxl": SDXL_FINETUNE_CONFIG}
+SIDES = ("ours", "diffusers")
 
 
 @dataclass
 class Setup:
-    example: Path  # diffusers' textual_inversion.py
+    example: Path  # diffusers' textual_inversion.py (sd1) or textual_inversion_sdxl.py (sdxl)
     folder: Path  # the weights as a diffusers folder (the example's --pretrained_model_name_or_path)
     ckpt: Path  # the same weights as one checkpoint (main.py's --actual_resume)
     concept: Path  # the training images both read
@@ -39,6 +42,7 @@ class Setup:
     threads: int | None = None
     seed: int = 0
     before: Path | None = None  # another checkout whose main.py runs as a third side ("before")
+    model: str = "sd1"  # "sd1" or "sdxl": which finetune config main.py runs
 
 
 def example_command(s: Setup, steps: int, out: Path) -> list[str]:
@@ -68,14 +72,15 @@ def example_command(s: Setup, steps: int, out: Path) -> list[str]:
 
 
 def main_command(s: Setup, steps: int, out: Path, root: Path = ROOT) -> list[str]:
-    """main.py with the shipped SD v1 config, batch 1 at the same size; its image logger and embedding
-    snapshots (every 500 steps) stay at their defaults too. It writes its embedding at the end."""
+    """main.py with the shipped finetune config of the model family, batch 1 at the same size; its image
+    logger and embedding snapshots (every 500 steps) stay at their defaults too. It writes its embedding at
+    the end."""
     size = f"{s.resolution}"
     return [
         sys.executable,
         str(root / "main.py"),
         "--base",
-        str(root / FINETUNE_CONFIG.relative_to(ROOT)),
+        str(root / FINETUNE_CONFIGS[s.model].relative_to(ROOT)),
         "-t",
         f"--actual_resume={s.ckpt}",
         f"--data_root={s.concept}",
@@ -165,10 +170,14 @@ def per_step(short_s: float, long_s: float, short: int, long: int) -> float:
     return (long_s - short_s) / (long - short)
 
 
-def compare(s: Setup, rounds: int, short: int = 3, long: int = 9, timeout: float = 3600) -> dict:
+def compare(
+    s: Setup, rounds: int, short: int = 3, long: int = 9, timeout: float = 3600, sides: tuple[str, ...] = SIDES
+) -> dict:
+    """Time per step and peaks of `sides` (a subset of ours/diffusers: one side alone fits a smaller machine;
+    ratios need both), plus "before" when the setup names another checkout."""
     if long <= short:
         raise ConfigError(f"--long_steps {long} must be more than --short_steps {short}")
-    sides = ("ours", "diffusers", "before") if s.before else ("ours", "diffusers")
+    sides = (*sides, "before") if s.before else tuple(sides)
     runs: list[dict] = []
     for r in range(rounds):
         got = {
@@ -179,7 +188,8 @@ def compare(s: Setup, rounds: int, short: int = 3, long: int = 9, timeout: float
         for clock in ("wall_s", "cpu_s"):
             step = {side: per_step(got[side, "short"][clock], got[side, "long"][clock], short, long) for side in sides}
             one[f"step_{clock}"] = step
-            one[f"ratio_{clock}"] = {side: step[side] / step["diffusers"] for side in sides if side != "diffusers"}
+            if "diffusers" in sides:
+                one[f"ratio_{clock}"] = {side: step[side] / step["diffusers"] for side in sides if side != "diffusers"}
         runs.append(one)
         log.info("round %d: s/step wall %s, CPU %s", r + 1, one["step_wall_s"], one["step_cpu_s"])
     return summarise(runs, sides)
@@ -196,15 +206,37 @@ def summarise(runs: list[dict], sides: tuple[str, ...] = ("ours", "diffusers")) 
         for clock in ("wall_s", "cpu_s"):
             steps = [r[f"step_{clock}"][side] for r in runs]
             out["sides"][side][f"step_{clock}"] = {"median": statistics.median(steps), "rounds": steps}
-            if side != "diffusers":
+            if side != "diffusers" and "diffusers" in sides:
                 ratios = [r[f"ratio_{clock}"][side] for r in runs]
                 out["ratios"][f"{side}_vs_diffusers_{clock}"] = {"median": statistics.median(ratios), "rounds": ratios}
     return out
 
 
+def weights(model: str, ckpt: str | Path | None, cache: Path, sides: tuple[str, ...] = SIDES) -> tuple[Path, Path]:
+    """(diffusers folder, our checkpoint) holding the same weights, written once under `cache`. SD v1: the
+    folder is converted from `ckpt`. SDXL: random full-size weights are written as a diffusers folder, as
+    stabilityai's repository holds them, and our bf16 checkpoint is read from it (only when our side runs)."""
+    from ldm.benchmark.example_inputs import diffusers_folder
+
+    if model == "sd1":
+        ckpt = Path(ckpt)
+        return diffusers_folder(ckpt, cache / f"{ckpt.stem}-diffusers"), ckpt
+    from ldm.benchmark.sdxl_folder import random_sdxl_folder
+
+    if ckpt is not None:
+        raise ConfigError("--model sdxl benchmarks random full-size weights; drop --ckpt")
+    folder = random_sdxl_folder(cache / "sdxl-random-diffusers")
+    path = cache / "sdxl-random-bf16.safetensors"
+    if "ours" in sides:
+        from ldm.benchmark.sdxl_folder import checkpoint_from_folder
+
+        checkpoint_from_folder(folder, path)
+    return folder, path
+
+
 def against_the_example(
     example: str | Path,
-    ckpt: str | Path,
+    ckpt: str | Path | None,
     cache: Path,
     resolution: int = 256,
     precision: str = "bf16",
@@ -214,27 +246,30 @@ def against_the_example(
     long: int = 9,
     timeout: float = 3600,
     before: str | Path | None = None,
+    model: str = "sd1",
+    sides: tuple[str, ...] = SIDES,
 ) -> dict:
     """Prepare both sides' inputs under `cache` (once) and compare; the JSON-ready result."""
     import importlib.util
 
-    from ldm.benchmark.example_inputs import concept_folder, diffusers_folder
+    from ldm.benchmark.example_inputs import concept_folder
     from ldm.benchmark.run import machine
 
     if importlib.util.find_spec("accelerate") is None:
         raise ConfigError("diffusers' example needs accelerate: pip install accelerate (the benchmark's only extra)")
-    ckpt = Path(ckpt)
+    folder, ckpt = weights(model, ckpt, cache, sides)
     setup = Setup(
         example=Path(example).resolve(),
-        folder=diffusers_folder(ckpt, cache / f"{ckpt.stem}-diffusers"),
+        folder=folder,
         ckpt=ckpt,
         concept=concept_folder(cache / "concept"),
         resolution=resolution,
         precision=precision,
         threads=threads,
         before=Path(before).resolve() if before else None,
+        model=model,
     )
-    result = compare(setup, rounds, short, long, timeout)
+    result = compare(setup, rounds, short, long, timeout, sides)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(setup).items()}
     return {
         "task": "train",

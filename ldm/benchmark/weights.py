@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 SD_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-inference.yaml"
 FINETUNE_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-finetune.yaml"
+SDXL_FINETUNE_CONFIG = ROOT / "configs" / "stable-diffusion" / "sdxl-finetune.yaml"
 PathLike = str | Path
 
 

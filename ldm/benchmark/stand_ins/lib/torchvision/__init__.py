@@ -1,3 +1,3 @@
-"""A stand-in for the one piece of torchvision that diffusers' textual-inversion example uses (see README.md)."""
+"""A stand-in for the few pieces of torchvision that diffusers' textual-inversion examples use (see README.md)."""
 
 __version__ = "0.0.0+stand-in"
