@@ -4,7 +4,8 @@
   python main.py --base configs/stable-diffusion/v1-finetune.yaml -t --actual_resume sd-v1-4.ckpt \\
       -n mycat --gpus 0, --data_root training_data/mycat --init_word cat
 
-Extra `key=value` arguments override the merged config (e.g. data.params.batch_size=4).
+SDXL: --base configs/stable-diffusion/sdxl-finetune.yaml --actual_resume sd_xl_base_1.0.safetensors (1024 px,
+aspect-ratio buckets). Extra `key=value` arguments override the merged config (e.g. data.params.batch_size=4).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", default="", help="run name, the suffix of the log directory")
     p.add_argument("-p", "--postfix", default="", help="extra suffix of the log directory")
     p.add_argument("-r", "--resume", default="", help="resume from a log directory or a checkpoint in it")
-    p.add_argument("--actual_resume", default="", help="the Stable Diffusion v1 .ckpt/.safetensors to invert into")
+    p.add_argument(
+        "--actual_resume", default="", help="the Stable Diffusion (1.x, 2.x or SDXL) .ckpt/.safetensors to invert into"
+    )
     p.add_argument("--data_root", action="append", help="folder of training images (repeat for several concepts)")
     p.add_argument("--init_word", action="append", help="word(s) the embedding starts from (one per placeholder)")
     p.add_argument(

@@ -121,3 +121,30 @@ def load_images(folder: Path, size: int = 64) -> torch.Tensor:
         for p in sorted(folder.glob("*.png"))
     ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def bare_trainer(tmp_path: Path, max_steps: int, callbacks: list | None = None):
+    """A CPU Lightning trainer with none of main.py's parts (no logger, checkpoints or progress bar): for tests
+    that fit a model directly. The data module's own sampler orders the samples, as in main.py."""
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        callbacks=callbacks or [],
+        default_root_dir=str(tmp_path),
+    )
+
+
+def changed_tensors(model, fit) -> list[str]:
+    """Names of the model's state tensors that `fit()` changed."""
+    import copy
+
+    before = copy.deepcopy(model.state_dict())
+    fit()
+    after = model.state_dict()
+    return [k for k in before if not torch.equal(before[k], after[k])]

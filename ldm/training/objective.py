@@ -22,6 +22,25 @@ log = logging.getLogger(__name__)
 # Concept folders up to this many (image, flip) pairs are encoded up front whatever the run length.
 PREFILL_ALWAYS = 64
 
+# SDXL's size inputs as the datasets name them (sgm's input keys) -> the prompt conditioner's keywords.
+SIZE_KEYS = {
+    "original_size_as_tuple": "original_size",
+    "crop_coords_top_left": "crop_top_left",
+    "target_size_as_tuple": "target_size",
+}
+
+
+def size_conditioning(batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """Each image's (h, w) before resizing, crop (top, left) and trained (h, w) [B, 2], for SDXL's vector. A
+    batch without them (another dataset) trains as what it is: an uncropped image of its own size."""
+    images = batch["image"]
+    sizes = {arg: torch.as_tensor(batch[key]) for key, arg in SIZE_KEYS.items() if key in batch}
+    if "target_size" not in sizes:
+        sizes["target_size"] = torch.tensor([list(images.shape[-2:])] * images.shape[0])
+    sizes.setdefault("original_size", sizes["target_size"])
+    sizes.setdefault("crop_top_left", torch.zeros_like(sizes["target_size"]))
+    return {arg: value.to(device) for arg, value in sizes.items()}
+
 
 def latent_keys(dataset: Any) -> list[tuple[int, int]]:
     """The (image index, flip) keys a personalized dataset's batches carry; [] for other datasets."""
@@ -81,7 +100,9 @@ class TextualInversionObjective:
         z = m.scale_factor * self.latents.get(keys, images, self._encode, g)
         t = torch.randint(0, m.num_timesteps, (z.shape[0],), generator=g).to(m.device)
         noise = torch.randn(z.shape, generator=g).to(m.device)
-        cond = m.prompt_conditioner(list(batch["caption"]))  # {"crossattn": context}, learned words in place
+        # {"crossattn": context} with the learned words in place; SDXL adds {"vector": pooled text + sizes}.
+        sizes = size_conditioning(batch, m.device) if getattr(m, "uses_vector", False) else {}
+        cond = m.prompt_conditioner(list(batch["caption"]), **sizes)
         prediction = m.apply_model(m.q_sample(z, t, noise).contiguous(memory_format=fmt), t, cond)
         target = training_target(m.parameterization, z, noise, m.alphas_cumprod, t)  # the noise, or v for v models
         mask = batch.get("weight")
