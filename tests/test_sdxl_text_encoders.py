@@ -7,51 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 from sd_helpers import randomize_
+from sdxl_text_helpers import BIG_G_TINY, CLIP_L_TINY, OUTDIM, SIZE_KEYS, emb_models
 
 from ldm.errors import ConfigError
 from ldm.modules.encoders.general_conditioner import GeneralConditioner
 from ldm.modules.encoders.modules import FrozenCLIPEmbedder
 from ldm.modules.encoders.open_clip import FrozenOpenCLIPEmbedder, FrozenOpenCLIPEmbedder2, eos_index
 from ldm.modules.encoders.size_embedding import ConcatTimestepEmbedderND
-
-CLIP_L_TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
-BIG_G_TINY = dict(width=64, layers=3, heads=4)
-SIZE_KEYS = ("original_size_as_tuple", "crop_coords_top_left", "target_size_as_tuple")
-OUTDIM = 8
-
-
-def emb_models(outdim: int = OUTDIM) -> list[dict]:
-    """sd_xl_base.yaml's emb_models, shrunk: the same classes, layers and keys."""
-    clip_l = {
-        "target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder",
-        "input_key": "txt",
-        "is_trainable": False,
-        "params": {"layer": "hidden", "layer_idx": 2, "text_config": CLIP_L_TINY},
-    }
-    big_g = {
-        "target": "ldm.modules.encoders.open_clip.FrozenOpenCLIPEmbedder2",
-        "input_key": "txt",
-        "is_trainable": False,
-        "params": {
-            "arch": "ViT-bigG-14",
-            "version": "laion2b_s39b_b160k",
-            "freeze": True,
-            "layer": "penultimate",
-            "always_return_pooled": True,
-            "legacy": False,
-            "text_config": BIG_G_TINY,
-        },
-    }
-    sizes = [
-        {
-            "target": "ldm.modules.encoders.size_embedding.ConcatTimestepEmbedderND",
-            "input_key": key,
-            "is_trainable": False,
-            "params": {"outdim": outdim},
-        }
-        for key in SIZE_KEYS
-    ]
-    return [clip_l, big_g, *sizes]
 
 
 @pytest.fixture(scope="module")
