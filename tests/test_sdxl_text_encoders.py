@@ -187,3 +187,26 @@ def test_meta_build_then_reset_buffers(conditioner):
     batch = {"txt": ["a cat"], **{k: torch.tensor([[64, 64]]) for k in SIZE_KEYS}}
     with torch.no_grad():
         torch.testing.assert_close(built(batch)["crossattn"], conditioner(batch)["crossattn"], rtol=0, atol=0)
+
+
+# -- tokenizers: what diffusers' SDXL tokenizer (EOS padding) and tokenizer_2 (pad "!") give ---------------
+TOKENIZER_PROMPTS = ["a photo of a cat", "", "a very detailed matte painting of a castle at dusk, " * 8]
+
+
+def test_tokenizers_pad_as_diffusers_sdxl_tokenizers(conditioner):
+    from transformers import CLIPTokenizer
+
+    from ldm.modules.encoders.tokenizer import SHIPPED_TOKENIZER
+
+    clip_l, big_g = conditioner.text_encoders
+    tokenizer = CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER), local_files_only=True)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER), local_files_only=True, pad_token="!")
+    assert (tokenizer.pad_token_id, tokenizer_2.pad_token_id) == (49407, 0)
+    for ours, theirs in ((clip_l, tokenizer), (big_g, tokenizer_2)):
+        want = theirs(TOKENIZER_PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        torch.testing.assert_close(ours.tokenize(TOKENIZER_PROMPTS), want["input_ids"], rtol=0, atol=0)
+    first, second = clip_l.tokenize(["a cat"])[0], big_g.tokenize(["a cat"])[0]
+    assert first[4:].eq(49407).all() and second[4:].eq(0).all() and torch.equal(first[:4], second[:4])
+    # The "!" BPE token stays text on bigG (pad by id, not by the "!" string; diffusers #4153).
+    (bang,) = tokenizer("!!", add_special_tokens=False)["input_ids"]
+    assert big_g.tokenize("wow!!")[0, 2].item() == bang
