@@ -1,4 +1,4 @@
-"""Generate: the programmatic API for making images with an SD v1 model and learned words.
+"""Generate: the programmatic API for making images with an SD 1.x, 2.x or SDXL model and learned words.
 
     gen = Generate(weights="sd-v1-4.ckpt", embedding_paths=["logs/.../embeddings.pt"])
     for image, seed in gen.prompt2image("a photo of * [blurry]", steps=30, seed=42): ...
@@ -6,6 +6,7 @@
 Prompts go through `ldm.prompts.Conditioner`: long prompts are chunked, A1111 emphasis applies, and
 the words of the embedding library (explicit files + an embeddings directory) are spliced in, as are the
 learned words of a model handed in with an embedding manager (training grids, compare_embeddings).
+SDXL's size conditioning says the generated size: original = target = (height, width), crop (0, 0).
 """
 
 from __future__ import annotations
@@ -164,11 +165,15 @@ class Generate:
         return self.conditioner.library
 
     @torch.no_grad()
-    def conditioning(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> the context the samplers take (the conditioner's "crossattn")."""
+    def conditioning(self, prompts: list[str], size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Prompts -> what the samplers take: {"crossattn": context} and, for SDXL, "vector" with the size
+        conditioning of an image of `size` (height, width) (None: the model's default size)."""
         conditioner = self.conditioner
         conditioner.library.refresh()  # pick up files dropped into the embeddings folder
-        return conditioner(prompts)["crossattn"]
+        if size is None:
+            width, height = resolve_size(None, None, self.config)
+            size = (height, width)
+        return conditioner(prompts, target_size=size)
 
     def step_count(
         self, steps: int, sampler_name: str | None = None, karras: bool = False, strength: float | None = None
@@ -216,10 +221,10 @@ class Generate:
         model = self.load_model()
         seed = random_seed() if seed is None else seed
         if cfg_scale != 1.0:  # one call: prompts of different chunk counts are padded with empty chunks
-            both = self.conditioning([prompt] * batch_size + [negative_prompt] * batch_size)
-            cond, uncond = both[:batch_size], both[batch_size:]
+            both = self.conditioning([prompt] * batch_size + [negative_prompt] * batch_size, (height, width))
+            cond, uncond = {k: v[:batch_size] for k, v in both.items()}, {k: v[batch_size:] for k, v in both.items()}
         else:
-            cond, uncond = self.conditioning([prompt] * batch_size), None
+            cond, uncond = self.conditioning([prompt] * batch_size, (height, width)), None
         shape = (
             batch_size,
             model.latent_channels,

@@ -130,11 +130,11 @@ def test_embeddings_change_conditioning_at_their_positions(tiny_model, emb_dir):
         precision="full",
         embedding_directory=emb_dir,
     )
-    base = gen.conditioning(["a photo of redthing and bluething"])
+    base = gen.conditioning(["a photo of redthing and bluething"])["crossattn"]
     word_pos = 4  # BOS a photo of -> 'redthing' vectors start at position 4 (causal: earlier positions unaffected)
     term = gen.library.get("redthing")
     term.vectors += 1.0
-    changed = gen.conditioning(["a photo of redthing and bluething"])
+    changed = gen.conditioning(["a photo of redthing and bluething"])["crossattn"]
     diff = (changed - base).abs().amax(dim=-1)[0]
     assert diff[:word_pos].max() == 0 and diff[word_pos] > 0
 
@@ -185,9 +185,9 @@ def test_negative_prompt_embedding_changes_only_the_unconditional_half(tiny_mode
         embedding_directory=emb_dir,
     )
     prompts = ["a photo of redthing", "uglything , blurry"]  # [cond, uncond] as prompt2image batches them
-    base = gen.conditioning(prompts)
+    base = gen.conditioning(prompts)["crossattn"]
     gen.library.get("uglything").vectors.mul_(-1.0)
-    changed = gen.conditioning(prompts)
+    changed = gen.conditioning(prompts)["crossattn"]
     diff = (changed - base).abs().amax(dim=-1)
     assert diff[0].max() == 0  # the positive prompt does not use it
     assert diff[1, 0] == 0 and diff[1, 1] > 0  # BOS unchanged; the negative word's vectors start at position 1

@@ -2,9 +2,15 @@
 
 Steps for each prompt: parse emphasis and BREAK (or, with `prompt_syntax=False`, take the text literally, as
 training captions are) -> tokenize (no BOS/EOS) -> replace every term's name by its vectors, longest name
-first -> split into chunks of at most 75 positions (chunking.py) -> each chunk becomes BOS + chunk + EOS +
-padding (77; the padding id is the tokenizer's) -> the text transformer runs on the token embeddings of all
-chunks at once -> chunks are concatenated along the sequence axis: context [B, 77 * k, D] -> emphasis.
+first -> split into chunks of at most 75 positions (chunking.py) -> each text encoder runs on all chunks at
+once, each with its own padding id, token embedding and columns of the terms' vectors, emphasis on its
+output (encoding.py) -> the encoders' outputs are concatenated on the last axis (SDXL: 768 + 1280) and the
+chunks along the sequence axis: context [B, 77 * k, D].
+
+SDXL also gets "vector" [B, 2816]: the bigG encoder's pooled output at the EOS of each prompt's FIRST
+chunk, with the Fourier embeddings of the size inputs (size_conditioning.py) appended by the model's
+`conditioner.vector`. An empty prompt on SDXL gives zero context and a zero pooled part, as SDXL was
+trained for the unconditional side (its size part is still filled).
 
 Terms come from two places and are matched alike: the embedding library (loaded files and an embeddings
 folder) and the model's embedding manager, whose placeholders are terms whose vectors are the trainable
@@ -24,19 +30,22 @@ from ldm.embeddings.library import EmbeddingLibrary
 from ldm.errors import ConfigError
 from ldm.prompts.chunking import BREAK_PIECE, Chunk, Piece, split_chunks
 from ldm.prompts.context_cache import ContextCache
-from ldm.prompts.emphasis import apply_emphasis
+from ldm.prompts.encoding import encode_chunks
 from ldm.prompts.parser import Fragment, parse_prompt
+from ldm.prompts.size_conditioning import SizeInput, size_inputs
 from ldm.prompts.term_matcher import Term, TermMatcher, TermRef, tokenize_texts
 
 log = logging.getLogger(__name__)
 
-CROSSATTN = "crossattn"  # the context key; SDXL adds "vector" (pooled text + size embedding) beside it
+CROSSATTN = "crossattn"  # the context key
+VECTOR = "vector"  # SDXL's pooled text + size embedding, the UNet's `y`
 
 
 class Conditioner:
-    """`model` is anything with `.cond_stage_model` (a text encoder) and, for textual inversion, an
-    `.embedding_manager`; both are looked up at each call (the model may be moved, cast, or given a
-    manager later). The library is read live: `library.refresh()` picks up new files in its folder.
+    """`model` is anything with `.text_encoders` (a list in context order; `.cond_stage_model` alone does for
+    one encoder), for SDXL `.conditioner.vector(...)`, and for textual inversion an `.embedding_manager`;
+    all are looked up at each call (the model may be moved, cast, or given a manager later). The library
+    is read live: `library.refresh()` picks up new files in its folder.
 
     `prompt_syntax=False` reads prompts literally: no emphasis, no BREAK, brackets are text.
     `negative_brackets=True` makes square brackets plain text, for prompts whose `[...]` were already
@@ -77,22 +86,31 @@ class Conditioner:
         self._comma: int | None = None
         self._cache = ContextCache(self.CACHE_SIZE)
 
-    # -- the text encoder's parts and the terms (looked up each time) -----------------------------------
+    # -- the text encoders' parts and the terms (looked up each time) ----------------------------------
+    @property
+    def encoders(self) -> list[Any]:
+        """The text encoders in context order: [cond_stage_model] for SD 1.x/2.x, [CLIP-L, bigG] for SDXL."""
+        encoders = getattr(self.model, "text_encoders", None)
+        return list(encoders) if encoders is not None else [self.model.cond_stage_model]
+
     @property
     def embedder(self) -> Any:
-        return self.model.cond_stage_model
+        """The first text encoder: its tokenizer chunks the prompts for all (they share CLIP's vocabulary)."""
+        return self.encoders[0]
 
     @property
     def tokenizer(self) -> Any:
         return self.embedder.tokenizer
 
     @property
-    def token_embedding(self) -> torch.nn.Embedding:
-        return self.embedder.token_embedding
+    def dim(self) -> int:
+        """Width of a term's vectors and of the context: the encoders' widths summed (768, 1024, 2048)."""
+        return sum(int(e.token_embedding.weight.shape[1]) for e in self.encoders)
 
     @property
-    def dim(self) -> int:
-        return int(self.token_embedding.weight.shape[1])
+    def returns_vector(self) -> bool:
+        """SDXL: one encoder gives a pooled output, and the UNet takes "vector" beside the context."""
+        return any(getattr(e, "returns_pooled", False) for e in self.encoders)
 
     @property
     def manager(self) -> Any:
@@ -140,47 +158,55 @@ class Conditioner:
         return split_chunks(pieces, self.chunk_length, self._comma_id(), self.comma_backtrack)
 
     # -- encoding -----------------------------------------------------------------------------------------
-    def __call__(self, prompts: str | list[str]) -> dict[str, torch.Tensor]:
-        """Prompts -> {"crossattn": context [B, 77 * k, D]}, k the largest chunk count in the batch."""
-        return {CROSSATTN: self._context(prompts)}
-
-    def _context(self, prompts: str | list[str]) -> torch.Tensor:
+    def __call__(
+        self,
+        prompts: str | list[str],
+        original_size: SizeInput = None,
+        crop_top_left: SizeInput = None,
+        target_size: SizeInput = None,
+    ) -> dict[str, torch.Tensor]:
+        """Prompts -> {"crossattn": context [B, 77 * k, D]}, k the largest chunk count in the batch; for SDXL
+        also {"vector": y [B, 2816]}. The size inputs (SDXL only; ignored otherwise) are (height, width) /
+        (top, left) pairs, one for all prompts or one per prompt; the target defaults to 1024x1024 (pass
+        the size being generated), the original size to the target, the crop to (0, 0)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ConfigError("the conditioner got no prompts; pass a string or a list of strings")
-        matcher = self._term_matcher()
-        terms = matcher.terms
+        context, pooled = self._text(prompts)
+        if pooled is None:
+            return {CROSSATTN: context}
+        sizes = size_inputs(len(prompts), original_size, crop_top_left, target_size, device=pooled.device)
+        return {CROSSATTN: context, VECTOR: self.model.conditioner.vector(pooled, *sizes)}
+
+    def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(context, pooled or None), from the cache when nothing they depend on has changed. The vector is
+        not cached: it is cheap, and computing it per call keeps the size inputs out of the key."""
+        terms = self._term_matcher().terms
         key = (tuple(prompts), tuple((name, t.num_vectors) for name, t in terms.items()))
         tensors = [getattr(t, "parameter", t.vectors) for t in terms.values()]
-        tensors += list(self.embedder.parameters())
-        z = self._cache.get(key, tensors)
-        if z is not None:
-            return z
-        z = self._encode(prompts)
-        if not z.requires_grad:  # a context in an autograd graph (training) is never reused
-            self._cache.put(key, tensors, z)
-        return z
+        tensors += [p for e in self.encoders for p in e.parameters()]
+        cached = self._cache.get(key, tensors)
+        if cached is not None:
+            return cached
+        context, pooled = self._encode(prompts)
+        if not context.requires_grad:  # a context in an autograd graph (training) is never reused
+            self._cache.put(key, tensors, (context, pooled))
+        return context, pooled
 
-    def _encode(self, prompts: list[str]) -> torch.Tensor:
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         per_prompt = [self.chunks(p) for p in prompts]
         k = max(len(c) for c in per_prompt)
         flat = [c for chunks in per_prompt for c in chunks + [Chunk()] * (k - len(chunks))]
-        tok = self.tokenizer
-        layouts = [c.layout(tok.bos_token_id, tok.eos_token_id, self.chunk_length, tok.pad_token_id) for c in flat]
-        emb = self.token_embedding
-        ids = torch.tensor([ids for ids, _, _ in layouts], dtype=torch.long, device=emb.weight.device)
-        embeds = emb(ids)
-        slots = [(row, pos, ref, v) for row, (_, _, row_slots) in enumerate(layouts) for pos, ref, v in row_slots]
-        if slots:
-            # Only the terms in these prompts join the graph: a learned word absent from the batch keeps
-            # grad None, so the optimizer leaves it alone (no weight decay or moment updates).
-            rows = torch.tensor([r for r, _, _, _ in slots], device=embeds.device)
-            cols = torch.tensor([p for _, p, _, _ in slots], device=embeds.device)
-            values = torch.stack([ref.term.vectors[v] for _, _, ref, v in slots])
-            embeds = embeds.index_put((rows, cols), values.to(device=embeds.device, dtype=embeds.dtype))
-        z = self.embedder.encode_embeddings(embeds)
-        z = apply_emphasis(z, [w for _, w, _ in layouts])
-        return z.reshape(len(prompts), k * z.shape[1], z.shape[2])
+        z, pooled = encode_chunks(self.encoders, flat, self.chunk_length)
+        z = z.reshape(len(prompts), k * z.shape[1], z.shape[2])
+        if pooled is None:
+            return z, None
+        pooled = pooled[::k]  # each prompt's first chunk
+        empty = [not any(c.pieces for c in chunks) for chunks in per_prompt]
+        if any(empty):  # SDXL's unconditional input: zeros, as the model was trained (sgm's ucg)
+            mask = torch.tensor(empty, device=z.device)
+            z, pooled = z.masked_fill(mask[:, None, None], 0.0), pooled.masked_fill(mask[:, None], 0.0)
+        return z, pooled
 
     # -- reports ------------------------------------------------------------------------------------------
     def _name(self, ref: TermRef) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import torch
 
@@ -24,17 +25,18 @@ def tensor_state(tensor: torch.Tensor) -> tuple:
 
 class ContextCache:
     """`get(key, tensors)` / `put(key, tensors, value)`: `key` says what was encoded (prompts, term
-    widths...), `tensors` are the inputs whose identity and in-place version are part of the key."""
+    widths...), `tensors` are the inputs whose identity and in-place version are part of the key; the value
+    is whatever was computed from them (a context, or a (context, pooled) pair)."""
 
     def __init__(self, size: int = 32):
         self.size = int(size)
-        self._entries: OrderedDict[tuple, tuple[torch.Tensor, Sequence[torch.Tensor]]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[Any, Sequence[torch.Tensor]]] = OrderedDict()
 
     @staticmethod
     def _full_key(key: Hashable, tensors: Sequence[torch.Tensor]) -> tuple:
         return (key, tuple(tensor_state(t) for t in tensors))
 
-    def get(self, key: Hashable, tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    def get(self, key: Hashable, tensors: Sequence[torch.Tensor]) -> Any | None:
         full = self._full_key(key, tensors)
         entry = self._entries.get(full)
         if entry is None:
@@ -42,7 +44,7 @@ class ContextCache:
         self._entries.move_to_end(full)
         return entry[0]
 
-    def put(self, key: Hashable, tensors: Sequence[torch.Tensor], value: torch.Tensor) -> None:
+    def put(self, key: Hashable, tensors: Sequence[torch.Tensor], value: Any) -> None:
         self._entries[self._full_key(key, tensors)] = (value, tuple(tensors))  # the tensors stay alive
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)

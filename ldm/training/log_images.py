@@ -46,13 +46,15 @@ def log_images(
 ) -> dict[str, torch.Tensor]:
     captions = list(batch["caption"])[:n]
     images = batch["image"][:n]
-    # The training path's conditioner: the captions exactly as the steps see them, learned words included.
-    cond = model.prompt_conditioner(captions)["crossattn"]
+    # The training path's conditioner: the captions exactly as the steps see them, learned words included;
+    # SDXL's size conditioning says the size of the grid's images (that of the batch).
+    size = tuple(images.shape[-2:])
+    cond = model.prompt_conditioner(captions, target_size=size)
     h, w = images.shape[-2] // model.latent_factor, images.shape[-1] // model.latent_factor
     shape = (len(captions), model.latent_channels, h, w)
     out = {"inputs": images.float().cpu(), "conditioning": caption_images(captions, images.shape[-1])}
     for key, scale in (("samples", 1.0), ("samples_scaled", unconditional_guidance_scale)):
-        uncond = model.prompt_conditioner([""] * len(captions))["crossattn"] if scale != 1.0 else None
+        uncond = model.prompt_conditioner([""] * len(captions), target_size=size) if scale != 1.0 else None
         g = torch.Generator("cpu").manual_seed(seed)
         z = sample_latents(
             model,

@@ -1,12 +1,17 @@
-"""Classifier-free guidance: D = D(uncond) + scale * (D(cond) - D(uncond)), both halves in one batch."""
+"""Classifier-free guidance: D = D(uncond) + scale * (D(cond) - D(uncond)), both halves in one batch.
+
+Conditioning is a context tensor [B, N, D] (SD 1.x/2.x) or the conditioner's dict: {"crossattn": context}
+and, for SDXL, "vector" [B, 2816]; every part is batched the same way, cond and uncond alike.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Cond = torch.Tensor | Mapping[str, torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
 
 
 def _match_length(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,6 +24,27 @@ def _match_length(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     return (short, long_) if a.shape[1] < b.shape[1] else (long_, short)
 
 
+def cond_parts(cond: Cond) -> dict[str, torch.Tensor]:
+    """The parts of a conditioning: {"crossattn": context} for a bare tensor."""
+    return {"crossattn": cond} if isinstance(cond, torch.Tensor) else dict(cond)
+
+
+def cond_device(cond: Cond) -> torch.device:
+    return cond_parts(cond)["crossattn"].device
+
+
+def _guided_batch(cond: Cond, uncond: Cond) -> Cond:
+    """cat([uncond, cond]) part by part, uncond broadcast to cond's batch and contexts matched in length."""
+    c, u = cond_parts(cond), cond_parts(uncond)
+    if set(c) != set(u):
+        raise ValueError(f"cond has parts {sorted(c)} but uncond has {sorted(u)}; encode both with one conditioner")
+    n = c["crossattn"].shape[0]
+    u = {k: v.expand(n, *v.shape[1:]) for k, v in u.items()}
+    u["crossattn"], c["crossattn"] = _match_length(u["crossattn"], c["crossattn"])
+    both = {k: torch.cat([u[k], c[k]]) for k in c}
+    return both["crossattn"] if isinstance(cond, torch.Tensor) else both
+
+
 class CFGDenoiser:
     """Wraps a denoiser D(x, sigma, cond); extra_args are `cond`, `uncond`, `cond_scale`."""
 
@@ -29,13 +55,12 @@ class CFGDenoiser:
         self,
         x: torch.Tensor,
         sigma: torch.Tensor,
-        cond: torch.Tensor,
-        uncond: torch.Tensor | None = None,
+        cond: Cond,
+        uncond: Cond | None = None,
         cond_scale: float = 1.0,
     ) -> torch.Tensor:
         if uncond is None or cond_scale == 1.0:
             return self.denoiser(x, sigma, cond)  # scale 1 is exactly the conditional prediction
-        uncond, cond = _match_length(uncond.expand(cond.shape[0], -1, -1), cond)
-        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([uncond, cond]))
+        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), _guided_batch(cond, uncond))
         d_uncond, d_cond = both.chunk(2)
         return d_uncond + (d_cond - d_uncond) * cond_scale

@@ -9,7 +9,7 @@ from torch import nn
 
 from ldm.errors import ConfigError
 from ldm.models.diffusion.denoiser import CompVisDenoiser
-from ldm.models.diffusion.guidance import CFGDenoiser
+from ldm.models.diffusion.guidance import CFGDenoiser, Cond, cond_device
 from ldm.models.diffusion.sampling import default_noise_sampler, get_sampler, make_sigmas
 from ldm.validate import int_in_range
 
@@ -47,8 +47,8 @@ def img2img_steps(total_steps: int, strength: float) -> int:
 @torch.no_grad()
 def sample_latents(
     model: nn.Module,
-    cond: torch.Tensor,
-    uncond: torch.Tensor | None,
+    cond: Cond,
+    uncond: Cond | None,
     *,
     shape: Sequence[int],
     generator: torch.Generator,
@@ -62,14 +62,15 @@ def sample_latents(
     init_latent: torch.Tensor | None = None,
     strength: float = 1.0,
 ) -> torch.Tensor:
-    """Sample SD latents of `shape` [B, C, H/8, W/8] for contexts `cond` (and `uncond` for guidance).
+    """Sample SD latents of `shape` [B, C, H/8, W/8] for `cond` (and `uncond` for guidance): contexts, or
+    the conditioner's dicts ({"crossattn"}, and "vector" for SDXL), both of one kind.
 
     img2img: with `init_latent`, only the last round(strength x n) steps run, starting from the init
     latent noised to that step's sigma; strength 1 starts from pure noise, strength ~0 returns it as is.
     """
     spec = get_sampler(sampler)
     check_steps(steps)
-    device = cond.device
+    device = cond_device(cond)
     denoiser = denoiser if denoiser is not None else CompVisDenoiser(model).to(device)
     sigmas = make_sigmas(spec, denoiser, steps, karras=karras).to(device)
     noise = initial_noise(shape, generator, device)
