@@ -3,7 +3,9 @@
 Stages (one fixed seed, CPU-friendly): autoencoder -> latent scale folded in -> UNet and text
 transformer together on cached latents -> attribute classifier on renders and their round trips ->
 figures: the classifier's accuracy on fresh renders, and how often the base model draws the shape
-and colour a true-words prompt asks for.
+and colour a true-words prompt asks for. The SDXL-shaped toy (configs/toy-world/xl-inference.yaml)
+runs the same stages, taking the autoencoder and the classifier from the SD 1.x toy (`vae_from`,
+`classifier_from`): the same world, latents and judge.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ldm.errors import ConfigError
 from ldm.fileio import atomic_path
 from ldm.toy.autoencoder_training import fold_latent_scale, latent_std, train_autoencoder
 from ldm.toy.classifier import IMAGE_SIZE, AttributeClassifier, accuracy, train_classifier
-from ldm.toy.manifest import write_manifest
+from ldm.toy.manifest import sha256, write_manifest
 from ldm.toy.pool import concat_pools, render_pool, round_trip_pool
 from ldm.toy.text_to_image_training import DiffusionSchedule, encode_pool, train_text_to_image
 from ldm.util import instantiate_from_config
@@ -56,6 +58,8 @@ class BaseTrainingSettings:
     check_renders: int = 2000
     check_concepts: int = 24
     check_samples: int = 16
+    vae_from: str | None = None  # a toy base model whose autoencoder is taken instead of training one
+    classifier_from: str | None = None  # a trained attribute classifier taken instead of training one
 
 
 def _seed(seed: int) -> torch.Generator:
@@ -116,7 +120,55 @@ def true_words_agreement(
     return {"shape_and_colour": right / n, "shape": shape_right / n, "colour": colour_right / n, "samples": n}
 
 
-def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTrainingSettings, command: str) -> dict:
+def _autoencoder_stage(model: torch.nn.Module, pool, settings: BaseTrainingSettings, g) -> tuple[list[float], float]:
+    vae = model.first_stage_model
+    if settings.vae_from:
+        from ldm.toy.reused_parts import load_autoencoder
+
+        load_autoencoder(vae, settings.vae_from)
+        return [], latent_std(vae, pool)
+    losses = train_autoencoder(vae, pool, settings.vae_steps, settings.vae_batch, settings.vae_lr, g)
+    std = latent_std(vae, pool)
+    fold_latent_scale(vae, 1.0 / std)
+    log.info("autoencoder: final loss %.4f, latent std %.3f folded to 1", losses[-1], std)
+    return losses, std
+
+
+def _classifier_stage(model: torch.nn.Module, settings: BaseTrainingSettings, g) -> tuple:
+    """(classifier, its losses, its accuracy on fresh renders and on their round trips)."""
+    vae = model.first_stage_model
+
+    def round_trip(x: torch.Tensor) -> torch.Tensor:
+        return vae.decode(vae.encode(x).mean).clamp(-1, 1)
+
+    if settings.classifier_from:
+        from ldm.evaluation.toy_metrics import load_classifier
+
+        classifier, losses = load_classifier(settings.classifier_from), []
+    else:
+        renders = render_pool(settings.classifier_pool, IMAGE_SIZE, settings.seed + 1)
+        classifier = AttributeClassifier()
+        losses = train_classifier(
+            classifier,
+            concat_pools(renders, round_trip_pool(renders, round_trip)),
+            settings.classifier_steps,
+            settings.classifier_batch,
+            settings.classifier_lr,
+            g,
+        )
+    fresh = render_pool(settings.check_renders, IMAGE_SIZE, settings.seed + 2)
+    acc = {
+        "renders": accuracy(classifier, fresh.float_images(torch.arange(len(fresh))), fresh.labels),
+        "round_trips": accuracy(
+            classifier, round_trip_pool(fresh, round_trip).float_images(torch.arange(len(fresh))), fresh.labels
+        ),
+    }
+    return classifier, losses, acc
+
+
+def train_base_model(
+    config_path: PathLike, out_dir: PathLike, settings: BaseTrainingSettings, command: str, weights_name: str = WEIGHTS
+) -> dict:
     out = Path(out_dir)
     start = time.time()
     g = _seed(settings.seed)
@@ -127,13 +179,8 @@ def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTra
     pool = render_pool(settings.pool_size, IMAGE_SIZE, settings.seed, settings.plain_p, settings.generic_p)
     timings["render_s"] = time.time() - t
     t = time.time()
-    vae_losses = train_autoencoder(
-        model.first_stage_model, pool, settings.vae_steps, settings.vae_batch, settings.vae_lr, g
-    )
-    std = latent_std(model.first_stage_model, pool)
-    fold_latent_scale(model.first_stage_model, 1.0 / std)
+    vae_losses, std = _autoencoder_stage(model, pool, settings, g)
     timings["autoencoder_s"] = time.time() - t
-    log.info("autoencoder: final loss %.4f, latent std %.3f folded to 1", vae_losses[-1], std)
 
     t = time.time()
     latents = encode_pool(model, pool)
@@ -141,34 +188,14 @@ def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTra
     timings["text_to_image_s"] = time.time() - t
 
     t = time.time()
-    vae = model.first_stage_model
-
-    def round_trip(x: torch.Tensor) -> torch.Tensor:
-        return vae.decode(vae.encode(x).mean).clamp(-1, 1)
-
-    renders = render_pool(settings.classifier_pool, IMAGE_SIZE, settings.seed + 1)
-    classifier = AttributeClassifier()
-    cls_losses = train_classifier(
-        classifier,
-        concat_pools(renders, round_trip_pool(renders, round_trip)),
-        settings.classifier_steps,
-        settings.classifier_batch,
-        settings.classifier_lr,
-        g,
-    )
-    fresh = render_pool(settings.check_renders, IMAGE_SIZE, settings.seed + 2)
-    cls_acc = {
-        "renders": accuracy(classifier, fresh.float_images(torch.arange(len(fresh))), fresh.labels),
-        "round_trips": accuracy(
-            classifier, round_trip_pool(fresh, round_trip).float_images(torch.arange(len(fresh))), fresh.labels
-        ),
-    }
+    classifier, cls_losses, cls_acc = _classifier_stage(model, settings, g)
     timings["classifier_s"] = time.time() - t
     timings["train_total_s"] = time.time() - start
     log.info("classifier accuracy: %s", cls_acc)
 
-    weights = save_weights(model, out / WEIGHTS, torch.float16)
-    classifier_path = save_weights(classifier, out / CLASSIFIER, torch.float32)
+    weights = save_weights(model, out / weights_name, torch.float16)
+    # A reused classifier stays where it is (the manifest names it); a trained one is written beside.
+    classifier_path = settings.classifier_from or save_weights(classifier, out / CLASSIFIER, torch.float32)
 
     # The agreement figure is measured on the weights as written (fp16), loaded the way users load them.
     from ldm.generate import Generate
@@ -190,18 +217,17 @@ def train_base_model(config_path: PathLike, out_dir: PathLike, settings: BaseTra
         "true_words_agreement": agreement,
         "timings": timings,
         "losses": {
-            "autoencoder_final": vae_losses[-1],
-            "classifier_final": cls_losses[-1],
+            "autoencoder_final": vae_losses[-1] if vae_losses else None,
+            "classifier_final": cls_losses[-1] if cls_losses else None,
             "text_to_image_last_200": float(np.mean(result["losses"][-200:])),
         },
         "latent_std_folded": std,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    write_manifest(
-        out,
-        [weights, classifier_path],
-        command,
-        {"config": str(config_path), "settings": asdict(settings), "figures": figures},
-    )
+    written = [weights] if settings.classifier_from else [weights, classifier_path]
+    extra = {"config": str(config_path), "settings": asdict(settings), "figures": figures}
+    if settings.classifier_from:
+        extra["classifier"] = {"path": str(settings.classifier_from), "sha256": sha256(settings.classifier_from)}
+    write_manifest(out, written, command, extra)
     return figures

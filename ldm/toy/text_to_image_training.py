@@ -1,7 +1,8 @@
-"""Stage 2 of the toy base model: the UNet and the CLIP text transformer learn together on cached latents.
+"""Stage 2 of the toy base model: the UNet and the text encoder(s) learn together on cached latents.
 
 The objective is SD's: epsilon prediction under the model's own noise schedule, with a share of
-empty captions so classifier-free guidance works at sampling time.
+unconditional captions so classifier-free guidance works at sampling time. SD 1.x and SDXL shapes
+differ only in how captions become conditioning (ldm/toy/text_conditioning.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ldm.toy.pool import ScenePool
+from ldm.toy.text_conditioning import condition, text_module, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,9 @@ class LatentPool:
 
     mean: torch.Tensor
     std: torch.Tensor
-    tokens: torch.Tensor  # [N, max_length] caption ids
-    empty: torch.Tensor  # [max_length] ids of the empty caption ""
+    tokens: list[torch.Tensor]  # per text encoder: [N, max_length] caption ids
+    empty: list[torch.Tensor]  # per text encoder: [max_length] ids of the empty caption ""
+    size: tuple[int, int]  # (height, width) of the pooled images (SDXL's size conditioning)
 
 
 @torch.no_grad()
@@ -37,8 +40,9 @@ def encode_pool(model: nn.Module, pool: ScenePool, batch_size: int = 64) -> Late
         posterior = model.encode_first_stage(pool.float_images(torch.arange(i, min(i + batch_size, len(pool)))))
         means.append(posterior.mean * model.scale_factor)
         stds.append(posterior.std * model.scale_factor)
-    encoder = model.cond_stage_model
-    return LatentPool(torch.cat(means), torch.cat(stds), encoder.tokenize(pool.captions), encoder.tokenize("")[0])
+    empty = [ids[0] for ids in tokenize(model, "")]
+    size = tuple(pool.images.shape[-2:])
+    return LatentPool(torch.cat(means), torch.cat(stds), tokenize(model, pool.captions), empty, size)
 
 
 class EMA:
@@ -77,9 +81,9 @@ def _lr(schedule: DiffusionSchedule, step: int) -> float:
 def train_text_to_image(
     model: nn.Module, latents: LatentPool, schedule: DiffusionSchedule, generator: torch.Generator
 ) -> dict:
-    """Train model.model (UNet) and the text transformer jointly; copy their EMA weights back at the end."""
+    """Train model.model (UNet) and the text encoder(s) jointly; copy their EMA weights back at the end."""
     unet = model.model
-    text = model.cond_stage_model
+    text = text_module(model)
     trainable = nn.ModuleList([unet, text])
     trainable.train()
     for p in trainable.parameters():
@@ -93,12 +97,12 @@ def train_text_to_image(
             group["lr"] = _lr(schedule, step)
         idx = torch.randint(n, (schedule.batch_size,), generator=generator)
         z0 = latents.mean[idx] + latents.std[idx] * torch.randn(latents.mean[idx].shape, generator=generator)
-        tokens = latents.tokens[idx].clone()
+        tokens = [ids[idx] for ids in latents.tokens]
         drop = torch.rand(schedule.batch_size, generator=generator) < schedule.uncond_p
-        tokens[drop] = latents.empty
         t = torch.randint(0, model.num_timesteps, (schedule.batch_size,), generator=generator)
         noise = torch.randn(z0.shape, generator=generator)
-        eps = model.apply_model(model.q_sample(z0, t, noise), t, text.encode_tokens(tokens))
+        cond = condition(model, tokens, latents.empty, drop, latents.size)
+        eps = model.apply_model(model.q_sample(z0, t, noise), t, cond)
         loss = (eps - noise).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
