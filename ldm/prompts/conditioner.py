@@ -108,9 +108,10 @@ class Conditioner:
         return sum(int(e.token_embedding.weight.shape[1]) for e in self.encoders)
 
     @property
-    def returns_vector(self) -> bool:
-        """SDXL: one encoder gives a pooled output, and the UNet takes "vector" beside the context."""
-        return any(getattr(e, "returns_pooled", False) for e in self.encoders)
+    def general_conditioner(self) -> Any:
+        """SDXL's text-and-size module (`model.conditioner`, with `vector`), or None for SD 1.x/2.x."""
+        module = getattr(self.model, "conditioner", None)
+        return module if hasattr(module, "vector") else None
 
     @property
     def manager(self) -> Any:
@@ -172,40 +173,40 @@ class Conditioner:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ConfigError("the conditioner got no prompts; pass a string or a list of strings")
-        context, pooled = self._text(prompts)
-        if pooled is None:
+        general = self.general_conditioner
+        context, pooled = self._text(prompts, zero_empty=general is not None)
+        if general is None:
             return {CROSSATTN: context}
-        sizes = size_inputs(len(prompts), original_size, crop_top_left, target_size, device=pooled.device)
-        return {CROSSATTN: context, VECTOR: self.model.conditioner.vector(pooled, *sizes)}
+        sizes = size_inputs(len(prompts), original_size, crop_top_left, target_size, device=context.device)
+        return {CROSSATTN: context, VECTOR: general.vector(pooled, *sizes)}
 
-    def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _text(self, prompts: list[str], zero_empty: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(context, pooled or None), from the cache when nothing they depend on has changed. The vector is
         not cached: it is cheap, and computing it per call keeps the size inputs out of the key."""
         terms = self._term_matcher().terms
-        key = (tuple(prompts), tuple((name, t.num_vectors) for name, t in terms.items()))
+        key = (tuple(prompts), zero_empty, tuple((name, t.num_vectors) for name, t in terms.items()))
         tensors = [getattr(t, "parameter", t.vectors) for t in terms.values()]
         tensors += [p for e in self.encoders for p in e.parameters()]
         cached = self._cache.get(key, tensors)
         if cached is not None:
             return cached
-        context, pooled = self._encode(prompts)
+        context, pooled = self._encode(prompts, zero_empty)
         if not context.requires_grad:  # a context in an autograd graph (training) is never reused
             self._cache.put(key, tensors, (context, pooled))
         return context, pooled
 
-    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _encode(self, prompts: list[str], zero_empty: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         per_prompt = [self.chunks(p) for p in prompts]
         k = max(len(c) for c in per_prompt)
         flat = [c for chunks in per_prompt for c in chunks + [Chunk()] * (k - len(chunks))]
         z, pooled = encode_chunks(self.encoders, flat, self.chunk_length)
         z = z.reshape(len(prompts), k * z.shape[1], z.shape[2])
-        if pooled is None:
-            return z, None
-        pooled = pooled[::k]  # each prompt's first chunk
+        pooled = pooled[::k] if pooled is not None else None  # each prompt's first chunk
         empty = [not any(c.pieces for c in chunks) for chunks in per_prompt]
-        if any(empty):  # SDXL's unconditional input: zeros, as the model was trained (sgm's ucg)
+        if zero_empty and any(empty):  # SDXL's unconditional input: zeros, as it was trained (sgm's ucg)
             mask = torch.tensor(empty, device=z.device)
-            z, pooled = z.masked_fill(mask[:, None, None], 0.0), pooled.masked_fill(mask[:, None], 0.0)
+            z = z.masked_fill(mask[:, None, None], 0.0)
+            pooled = pooled.masked_fill(mask[:, None], 0.0) if pooled is not None else None
         return z, pooled
 
     # -- reports ------------------------------------------------------------------------------------------
