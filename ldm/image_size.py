@@ -1,7 +1,8 @@
 """The image size a model was trained at, from its config: the default when the user gives none.
 
 `model.params.image_size` is the latent side the model was trained on (64 for SD 1.x and the SD 2.x
-512-base, 96 for the 768 v-model); times the VAE's downsampling (8) it is the pixel side: 512 or 768.
+512-base, 96 for the 768 v-model, 128 for SDXL); times the VAE's downsampling (8) it is the pixel side:
+512, 768 or 1024.
 The UNet's own `image_size` is marked "unused" in the original configs (32), so it is only a fallback
 for configs without the top-level key (the tiny test configs).
 """
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from ldm.errors import ConfigError
 
 FALLBACK_SIDE = 512
+SDXL_FALLBACK_SIDE = 1024  # an SDXL config (conditioner_config) without image_size, as sgm's own
 
 
 def _latent_factor(params: Any) -> int:
@@ -34,9 +36,10 @@ def default_image_side(config: Any) -> int:
     params = node.get("params") or {}
     latent = params.get("image_size")
     if latent is None:
-        latent = ((params.get("unet_config") or {}).get("params") or {}).get("image_size")
+        unet = params.get("unet_config") or params.get("network_config") or {}  # ours / sgm's key
+        latent = (unet.get("params") or {}).get("image_size")
     if isinstance(latent, bool) or not isinstance(latent, int) or latent < 1:
-        return FALLBACK_SIDE
+        return SDXL_FALLBACK_SIDE if params.get("conditioner_config") is not None else FALLBACK_SIDE
     return latent * _latent_factor(params)
 
 

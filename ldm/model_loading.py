@@ -30,9 +30,14 @@ COMPONENTS = (
     ("model.diffusion_model.", "UNet (model.diffusion_model)"),
     ("first_stage_model.", "VAE (first_stage_model)"),
     ("cond_stage_model.", "text encoder (cond_stage_model)"),
+    ("conditioner.embedders.0.", "CLIP-L text encoder (conditioner.embedders.0)"),
+    ("conditioner.embedders.1.", "OpenCLIP bigG text encoder (conditioner.embedders.1)"),
+    ("conditioner.", "text encoders (conditioner)"),
     ("embedding_manager.", "embedding manager"),
 )
+# The CLIP position ids buffer: some files hold it, some not (SD 1.x, SDXL's CLIP-L); rebuilt, never read.
 POSITION_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
+SDXL_POSITION_IDS = "conditioner.embedders.0.transformer.text_model.embeddings.position_ids"
 EMA_PREFIX = "model_ema."
 IGNORED_PREFIXES = ("first_stage_model.loss.",)  # VAE training loss (LPIPS/discriminator) some files carry
 
@@ -82,7 +87,7 @@ def prepare_state_dict(
     for key, value in sd.items():
         if key.startswith(EMA_PREFIX):
             ema[key] = value
-        elif key == POSITION_IDS or key.startswith(IGNORED_PREFIXES):
+        elif key in (POSITION_IDS, SDXL_POSITION_IDS) or key.startswith(IGNORED_PREFIXES):
             dropped += 1
         elif key in SCHEDULE_BUFFERS:
             _check_schedule(model, key, value, source)
@@ -210,7 +215,7 @@ def load_model_from_config(
     in eval mode on `device`."""
     model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
     sd = _read_weights(model_config, ckpt)
-    cond = model_config.params.get("cond_stage_config")
+    cond = model_config.params.get("cond_stage_config") or model_config.params.get("conditioner_config")
     if cond is not None:
         if cond.get("params") is None:
             cond.params = {}

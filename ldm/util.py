@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ldm.config_aliases import resolve_target
 from ldm.errors import ConfigError
 
 
@@ -29,7 +30,8 @@ def get_obj_from_str(string: str) -> Any:
 
 
 def instantiate_from_config(config: Mapping[str, Any]) -> Any:
-    """Build `target(**params)` from an OmegaConf/dict node, as the CompVis configs expect."""
+    """Build `target(**params)` from an OmegaConf/dict node, as the CompVis configs expect (sgm's target
+    names through ldm.config_aliases)."""
     if config in ("__is_first_stage__", "__is_unconditional__"):
         return None
     if not isinstance(config, Mapping) and not hasattr(config, "get"):
@@ -37,7 +39,7 @@ def instantiate_from_config(config: Mapping[str, Any]) -> Any:
     if "target" not in config:
         raise ConfigError(f"config node has no 'target' key (keys: {', '.join(map(str, config.keys())) or 'none'})")
     params = config.get("params") or {}
-    target = get_obj_from_str(config["target"])
+    target = get_obj_from_str(resolve_target(str(config["target"])))
     try:
         return target(**dict(params))
     except TypeError as exc:

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sd_helpers import TINY_CONFIG, TINY_V2_CONFIG, load_config, randomize_  # noqa: E402
+from sd_helpers import TINY_CONFIG, TINY_SDXL_CONFIG, TINY_V2_CONFIG, load_config, randomize_  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -59,4 +59,34 @@ def tiny_v2_ckpt(tiny_v2_model, tmp_path_factory) -> Path:
     """The tiny SD 2.x model saved as a Stability-style .ckpt (state_dict wrapper)."""
     path = tmp_path_factory.mktemp("tiny_v2") / "tiny-v2.ckpt"
     torch.save({"state_dict": tiny_v2_model.state_dict(), "global_step": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_config():
+    """tests/fixtures/tiny-sdxl.yaml: SDXL's classes and keys (CLIP-L 32 + bigG 64 wide, vector 112)."""
+    return load_config(TINY_SDXL_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_model(tiny_sdxl_config):
+    """A tiny SDXL-shaped LatentDiffusion (GeneralConditioner, UNet with label_emb) with random,
+    non-degenerate weights, shared within a test module (do not mutate)."""
+    from ldm.model_loading import build_model
+
+    torch.manual_seed(0)
+    return randomize_(build_model(tiny_sdxl_config.model), seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_ckpt(tiny_sdxl_model, tmp_path_factory) -> Path:
+    """The tiny SDXL model saved as a .safetensors in the real sd_xl_base layout (`model.diffusion_model.*`,
+    `first_stage_model.*`, `conditioner.embedders.{0,1}.*`), without the noise schedule or position ids."""
+    from safetensors.torch import save_file
+
+    from ldm.models.diffusion.schedule import SCHEDULE_BUFFERS
+
+    sd = {k: v.contiguous() for k, v in tiny_sdxl_model.state_dict().items() if k not in SCHEDULE_BUFFERS}
+    path = tmp_path_factory.mktemp("tiny_sdxl") / "tiny-sdxl.safetensors"
+    save_file(sd, str(path))
     return path

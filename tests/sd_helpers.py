@@ -13,6 +13,8 @@ SD_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-inference.yaml"
 TINY_CONFIG = ROOT / "tests" / "fixtures" / "tiny-v1.yaml"
 TINY_V2_CONFIG = ROOT / "tests" / "fixtures" / "tiny-v2.yaml"  # eps; tiny-v2-v.yaml is the v twin
 TINY_V2_V_CONFIG = ROOT / "tests" / "fixtures" / "tiny-v2-v.yaml"
+TINY_SDXL_CONFIG = ROOT / "tests" / "fixtures" / "tiny-sdxl.yaml"
+SDXL_CONFIG = ROOT / "configs" / "stable-diffusion" / "sdxl-base-inference.yaml"
 TEXT_PREFIX = "cond_stage_model.transformer.text_model."
 
 

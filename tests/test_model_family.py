@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from sd_helpers import ROOT, TINY_CONFIG, TINY_V2_CONFIG, load_config
+from sd_helpers import ROOT, TINY_CONFIG, TINY_SDXL_CONFIG, TINY_V2_CONFIG, load_config
 
 from ldm.errors import CheckpointError
 from ldm.model_family import CROSS_ATTN_KEY, SD1, SD2, SDXL, family_of_config, family_of_state_dict
@@ -79,12 +79,28 @@ def test_sd1_file_with_a_v2_config_names_the_v1_config(tiny_ckpt):
     assert f"is an {SD1} model but the config is for {SD2}" in message and "v1-inference.yaml" in message
 
 
-def test_sdxl_file_is_not_supported_yet(tmp_path):
-    from safetensors.torch import save_file
+SDXL_HINT = "configs/stable-diffusion/sdxl-base-inference.yaml"
 
-    path = tmp_path / "sdxl.safetensors"
-    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.ones(4)}, path)
-    assert "SDXL models are not supported yet" in _one_line_error(TINY_CONFIG, path)
+
+@pytest.mark.parametrize("config", [TINY_CONFIG, TINY_V2_CONFIG])
+def test_sdxl_file_with_an_sd1_or_sd2_config_names_the_sdxl_config(tiny_sdxl_ckpt, config):
+    message = _one_line_error(config, tiny_sdxl_ckpt)
+    assert f"is an {SDXL} model but the config is for" in message and SDXL_HINT in message
+
+
+@pytest.mark.parametrize(
+    "ckpt, family, hint", [("tiny_ckpt", SD1, "v1-inference.yaml"), ("tiny_v2_ckpt", SD2, V2_HINT[0])]
+)
+def test_sd1_or_sd2_file_with_the_sdxl_config_names_theirs(request, ckpt, family, hint):
+    path = request.getfixturevalue(ckpt)
+    message = _one_line_error(TINY_SDXL_CONFIG, path)
+    assert f"is an {family} model but the config is for {SDXL}" in message and hint in message
+
+
+def test_family_of_sdxl_configs_is_their_conditioner(tiny_sdxl_model):
+    assert family_of_config(load_config(TINY_SDXL_CONFIG).model) == SDXL
+    assert family_of_config(load_config(ROOT / SDXL_HINT).model) == SDXL
+    assert family_of_state_dict(tiny_sdxl_model.state_dict()) == SDXL
 
 
 def test_a_wrong_sized_file_of_the_right_family_names_the_family(tiny_v2_model, tmp_path):

@@ -2,6 +2,8 @@
 
 It holds no sampler loops; samplers live in `ldm.models.diffusion.sampling` and talk to the model through
 `ldm.models.diffusion.denoiser.CompVisDenoiser`. Parameter and buffer names are exactly those of SD v1 files.
+SDXL (sgm's key structure: `network_config`, `conditioner_config`, `denoiser_config`) is the same class: its
+text side is `conditioner` (a GeneralConditioner) instead of `cond_stage_model`, and its UNet takes the vector y.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from ldm.config_aliases import parameterization_of_denoiser
 from ldm.config_keys import TRAINING_TOP_LEVEL_KEYS
 from ldm.errors import CheckpointError, ConfigError
 from ldm.models.diffusion.parameterization import check_parameterization
@@ -58,7 +61,21 @@ _ACCEPTED_UNUSED = {
     "use_fp16",
     "unfreeze_model",
     "model_lr",
+    # sgm's DiffusionEngine (SDXL): its denoiser/sampler/loss are ours (the schedule is LegacyDDPM's);
+    # denoiser_config is read for eps/v only.
+    "sampler_config",
+    "loss_fn_config",
+    "optimizer_config",
+    "disable_first_stage_autocast",
+    "input_key",
+    "log_keys",
+    "no_cond_log",
+    "compile_model",
+    "network_wrapper",
+    "en_and_decode_n_samples_a_time",
 }
+# SD family of a model, by its text encoder class (SDXL: a GeneralConditioner).
+_FAMILY_OF_ENCODER = {"FrozenCLIPEmbedder": "sd1", "FrozenOpenCLIPEmbedder": "sd2"}
 
 
 class DiffusionWrapper(nn.Module):
@@ -72,32 +89,48 @@ class DiffusionWrapper(nn.Module):
         self.conditioning_key = conditioning_key
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, c_crossattn: Sequence[torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        c_crossattn: Sequence[torch.Tensor] | None = None,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         context = torch.cat(list(c_crossattn), dim=1) if c_crossattn else None
-        return self.diffusion_model(x, t, context=context)
+        if y is None:  # SD 1.x/2.x UNets take no y
+            return self.diffusion_model(x, t, context=context)
+        return self.diffusion_model(x, t, context=context, y=y)
 
 
 class LatentDiffusion(pl.LightningModule):
+    """SD 1.x/2.x (`unet_config`, `cond_stage_config`) or SDXL (`network_config`, `conditioner_config`)."""
+
     def __init__(
         self,
-        unet_config: Mapping[str, Any],
-        first_stage_config: Mapping[str, Any],
-        cond_stage_config: Mapping[str, Any],
+        unet_config: Mapping[str, Any] | None = None,
+        first_stage_config: Mapping[str, Any] | None = None,
+        cond_stage_config: Mapping[str, Any] | None = None,
         timesteps: int = 1000,
         beta_schedule: str = "linear",
         linear_start: float = 0.00085,
         linear_end: float = 0.012,
         scale_factor: float = 0.18215,
         conditioning_key: str = "crossattn",
-        parameterization: str = "eps",
+        parameterization: str | None = None,
         use_ema: bool = False,
         v_posterior: float = 0.0,
         personalization_config: Mapping[str, Any] | None = None,
         training: Mapping[str, Any] | None = None,
+        network_config: Mapping[str, Any] | None = None,
+        conditioner_config: Mapping[str, Any] | None = None,
+        denoiser_config: Mapping[str, Any] | None = None,
         **kwargs,
     ):
         super().__init__()
+        unet_config = _one_of("unet_config", unet_config, "network_config", network_config)
+        _one_of("cond_stage_config", cond_stage_config, "conditioner_config", conditioner_config)
+        if first_stage_config is None:
+            raise ConfigError("model.params has no first_stage_config (the VAE); copy it from the model's config")
+        parameterization = _parameterization(parameterization, denoiser_config)
         unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED - set(TRAINING_TOP_LEVEL_KEYS))
         if unknown:
             log.warning("LatentDiffusion ignores unknown config keys: %s", ", ".join(unknown))
@@ -109,7 +142,9 @@ class LatentDiffusion(pl.LightningModule):
         self.register_schedule()
         self.model = DiffusionWrapper(unet_config, conditioning_key)
         self.first_stage_model = instantiate_from_config(first_stage_config)
-        self.cond_stage_model = instantiate_from_config(cond_stage_config)
+        # Exactly one text side: SD 1.x/2.x's `cond_stage_model` or SDXL's `conditioner` (the file's prefixes).
+        self.cond_stage_model = instantiate_from_config(cond_stage_config) if conditioner_config is None else None
+        self.conditioner = instantiate_from_config(conditioner_config) if conditioner_config is not None else None
         self._freeze(self.first_stage_model)
         self.embedding_manager = None
         if personalization_config is not None:
@@ -125,9 +160,9 @@ class LatentDiffusion(pl.LightningModule):
         """Textual inversion: every network is frozen; only the placeholder vectors learn. Called after
         the weights are loaded when building from a checkpoint, so init words read real token embeddings."""
         params = dict(config.get("params") or {})
-        self.embedding_manager = get_obj_from_str(config["target"])(embedder=self.cond_stage_model, **params)
+        self.embedding_manager = get_obj_from_str(config["target"])(embedder=self.text_module, **params)
         self._freeze(self.model)
-        self._freeze(self.cond_stage_model)
+        self._freeze(self.text_module)
         return self.embedding_manager
 
     @staticmethod
@@ -151,10 +186,11 @@ class LatentDiffusion(pl.LightningModule):
         self, x_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | Mapping[str, Sequence[torch.Tensor]]
     ) -> torch.Tensor:
         """The UNet's output for latents x_noisy at timesteps t under conditioning cond: a context tensor,
-        the conditioner's {"crossattn": context}, or the paper's {"c_crossattn": [context, ...]}."""
+        the prompt conditioner's {"crossattn": context} (SDXL: and "vector": y [B, adm_in_channels]), or the
+        paper's {"c_crossattn": [context, ...]}."""
         if isinstance(cond, Mapping):
             if "crossattn" in cond:
-                return self.model(x_noisy, t, c_crossattn=[cond["crossattn"]])
+                return self.model(x_noisy, t, c_crossattn=[cond["crossattn"]], y=cond.get("vector"))
             return self.model(x_noisy, t, **cond)
         return self.model(x_noisy, t, c_crossattn=[cond])
 
@@ -185,9 +221,37 @@ class LatentDiffusion(pl.LightningModule):
         return int(self.unet.in_channels)
 
     @property
+    def text_module(self) -> nn.Module:
+        """The text side as one module (`cond_stage_model`, or SDXL's `conditioner`): freeze, cast, parameters."""
+        return self.conditioner if self.conditioner is not None else self.cond_stage_model
+
+    @property
+    def text_encoders(self) -> list[nn.Module]:
+        """The text embedders in context order: [cond_stage_model] for SD 1.x/2.x, [CLIP-L, bigG] for SDXL."""
+        if self.conditioner is not None:
+            return list(self.conditioner.text_encoders)
+        return [self.cond_stage_model]
+
+    @property
     def text_width(self) -> int:
-        """Width of the text encoder's token embeddings and context: a learned vector's length (768, 1024)."""
-        return int(self.cond_stage_model.width)
+        """Width of the context and of a learned vector: the sum of the text encoders' widths (768, 1024, 2048)."""
+        return sum(int(e.width) for e in self.text_encoders)
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.conditioner is not None
+
+    @property
+    def family(self) -> str:
+        """ "sd1", "sd2" or "sdxl", from the text side's classes (the config decides, not the weights)."""
+        if self.is_sdxl:
+            return "sdxl"
+        return _FAMILY_OF_ENCODER.get(type(self.cond_stage_model).__name__, "sd1")
+
+    @property
+    def uses_vector(self) -> bool:
+        """Whether the UNet takes SDXL's vector y (pooled text + sizes) besides the context."""
+        return bool(getattr(self.unet, "uses_vector", False))
 
     @property
     def first_stage_dtype(self) -> torch.dtype:
@@ -217,9 +281,16 @@ class LatentDiffusion(pl.LightningModule):
         return a.to(x_start.dtype) * x_start + s.to(x_start.dtype) * noise
 
     def set_network_dtype(self, dtype: torch.dtype) -> LatentDiffusion:
-        """Cast the three networks only; the schedule buffers stay float32 for exact sigmas."""
-        for net in (self.model, self.first_stage_model, self.cond_stage_model):
-            net.to(dtype)
+        """Cast the three networks only; the schedule buffers stay float32 for exact sigmas. SDXL's VAE
+        overflows in fp16 (NaN images): under fp16 it stays float32."""
+        vae_dtype = dtype
+        if dtype == torch.float16 and self.is_sdxl:
+            vae_dtype = torch.float32
+            if not getattr(self, "_told_vae_fp32", False):
+                log.info("SDXL: the VAE stays float32 under fp16 (it overflows in fp16); the other networks are fp16")
+                self._told_vae_fp32 = True
+        for net, net_dtype in ((self.model, dtype), (self.first_stage_model, vae_dtype), (self.text_module, dtype)):
+            net.to(net_dtype)
         return self
 
     # -- textual-inversion training (the LightningModule wires; the attached objective computes) --------
@@ -274,3 +345,22 @@ class LatentDiffusion(pl.LightningModule):
                 "resume with the run's own configs"
             )
         checkpoint["state_dict"] = {**self.state_dict(), **saved}
+
+
+def _one_of(name: str, value: Any, other_name: str, other: Any) -> Mapping[str, Any]:
+    """Exactly one of two alternative config nodes (ours or sgm's name) -> that node."""
+    if (value is None) == (other is None):
+        both = "both" if value is not None else "neither"
+        raise ConfigError(f"model.params has {both} of {name} and {other_name}; give exactly one")
+    return value if value is not None else other
+
+
+def _parameterization(parameterization: str | None, denoiser_config: Mapping[str, Any] | None) -> str:
+    """Ours, or what sgm's denoiser_config says (EpsScaling/VScaling); eps by default."""
+    from_denoiser = parameterization_of_denoiser(denoiser_config)
+    if parameterization is not None and from_denoiser is not None and parameterization != from_denoiser:
+        raise ConfigError(
+            f"model.params: parameterization {parameterization!r} but denoiser_config scales for {from_denoiser!r}; "
+            "make them agree"
+        )
+    return check_parameterization(parameterization or from_denoiser or "eps")

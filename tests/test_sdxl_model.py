@@ -1,0 +1,138 @@
+"""The SDXL model side: the UNet's label_emb and per-level depths, LatentDiffusion built from sgm's keys
+(network_config, conditioner_config) with its accessors, apply_model with the vector, the VAE kept fp32 under
+fp16, and a real-layout SDXL file loading with every key accounted for."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ldm.errors import ConfigError
+from ldm.model_loading import SDXL_POSITION_IDS, load_model_from_config
+from ldm.modules.encoders.general_conditioner import GeneralConditioner
+
+SIZES = {"original_size_as_tuple": (64, 64), "crop_coords_top_left": (0, 0), "target_size_as_tuple": (64, 64)}
+
+
+def _cond(model, captions=("a cat", "")) -> dict[str, torch.Tensor]:
+    batch = {key: torch.tensor([value] * len(captions)) for key, value in SIZES.items()}
+    with torch.no_grad():
+        return model.conditioner({"txt": list(captions), **batch})
+
+
+def test_tiny_sdxl_has_sdxls_parts_and_accessors(tiny_sdxl_model):
+    model = tiny_sdxl_model
+    assert model.is_sdxl and model.family == "sdxl" and model.uses_vector
+    assert model.cond_stage_model is None and isinstance(model.conditioner, GeneralConditioner)
+    assert model.text_module is model.conditioner
+    assert model.text_encoders == model.conditioner.text_encoders and len(model.text_encoders) == 2
+    assert model.text_width == 96 == model.unet.context_dim
+    assert [e.columns for e in model.text_encoders] == [slice(0, 32), slice(32, 96)]
+    keys = model.state_dict()
+    assert keys["model.diffusion_model.label_emb.0.0.weight"].shape == (128, 112)  # [4 * mc, adm_in_channels]
+    assert keys["model.diffusion_model.label_emb.0.2.weight"].shape == (128, 128)
+    assert any(k.startswith("conditioner.embedders.0.transformer.text_model.") for k in keys)
+    assert any(k.startswith("conditioner.embedders.1.model.transformer.resblocks.") for k in keys)
+
+
+def test_sd1_and_sd2_models_answer_the_accessors_as_before(tiny_model, tiny_v2_model):
+    for model, family, width in ((tiny_model, "sd1", 32), (tiny_v2_model, "sd2", 32)):
+        assert model.family == family and not model.is_sdxl and not model.uses_vector
+        assert model.conditioner is None and model.text_module is model.cond_stage_model
+        assert model.text_encoders == [model.cond_stage_model] and model.text_width == model.cond_stage_model.width
+        assert model.text_width == width
+
+
+def test_unet_levels_without_attention_and_depth_per_level(tiny_sdxl_model):
+    unet = tiny_sdxl_model.unet
+    # level 0 (ds 1) has no transformer; level 1 depth 1, level 2 depth 2, middle = last level's
+    assert len(unet.input_blocks[1]) == 1
+    assert len(unet.input_blocks[3][1].transformer_blocks) == 1
+    assert len(unet.input_blocks[5][1].transformer_blocks) == 2
+    assert len(unet.middle_block[1].transformer_blocks) == 2
+    assert all(len(block) == 1 or not hasattr(block[1], "transformer_blocks") for block in unet.output_blocks[-2:])
+
+
+def test_apply_model_takes_the_vector_and_it_changes_the_output(tiny_sdxl_model):
+    model, cond = tiny_sdxl_model, _cond(tiny_sdxl_model)
+    x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 700])
+    with torch.no_grad():
+        out = model.apply_model(x, t, cond)
+        other = model.apply_model(x, t, {**cond, "vector": cond["vector"] + 1})
+        direct = model.unet(x, t, context=cond["crossattn"], y=cond["vector"])
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert torch.equal(out, direct)
+    assert not torch.allclose(out, other)
+
+
+def test_unet_needs_y_exactly_when_it_has_label_emb(tiny_sdxl_model, tiny_model):
+    cond = _cond(tiny_sdxl_model)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match="needs y"):
+        tiny_sdxl_model.apply_model(x, t, cond["crossattn"])
+    with pytest.raises(ValueError, match="takes no y"):
+        tiny_model.unet(x, t, context=torch.randn(2, 77, 32), y=torch.randn(2, 112))
+
+
+@pytest.mark.parametrize("height, width", [(5, 7), (3, 9)])
+def test_latent_sides_that_do_not_halve_evenly_come_back_to_their_size(tiny_sdxl_model, height, width):
+    cond = _cond(tiny_sdxl_model)
+    x = torch.randn(2, 4, height, width)
+    with torch.no_grad():
+        out = tiny_sdxl_model.apply_model(x, torch.tensor([10, 700]), cond)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_fp16_keeps_the_sdxl_vae_in_float32(tiny_sdxl_config, caplog):
+    from ldm.model_loading import build_model
+
+    model = build_model(tiny_sdxl_config.model, random_init=False)
+    with caplog.at_level("INFO", logger="ldm.models.diffusion.ddpm"):
+        model.set_network_dtype(torch.float16)
+    assert model.first_stage_dtype == torch.float32
+    assert {p.dtype for p in model.model.parameters()} == {torch.float16}
+    assert {p.dtype for p in model.conditioner.parameters()} == {torch.float16}
+    assert "VAE stays float32" in caplog.text
+    model.set_network_dtype(torch.bfloat16)  # bf16 does not overflow: the VAE follows
+    assert model.first_stage_dtype == torch.bfloat16
+
+
+def test_sd1_vae_follows_fp16(tiny_config):
+    from ldm.model_loading import build_model
+
+    model = build_model(tiny_config.model, random_init=False).set_network_dtype(torch.float16)
+    assert model.first_stage_dtype == torch.float16
+
+
+@pytest.mark.parametrize("with_position_ids", [False, True])
+def test_sdxl_file_loads_every_key(tiny_sdxl_config, tiny_sdxl_ckpt, tmp_path, with_position_ids):
+    path = tiny_sdxl_ckpt
+    if with_position_ids:  # some real files hold CLIP-L's position ids, some not: both load
+        sd = load_file(str(tiny_sdxl_ckpt))
+        sd[SDXL_POSITION_IDS] = torch.arange(77)[None]
+        path = tmp_path / "with-ids.safetensors"
+        save_file(sd, str(path))
+    model = load_model_from_config(tiny_sdxl_config, path)
+    want = load_file(str(tiny_sdxl_ckpt))
+    got = model.state_dict()
+    assert set(want) <= set(got)
+    assert all(torch.equal(got[k], v) for k, v in want.items())
+    assert model.conditioner.training is False and not any(p.requires_grad for p in model.conditioner.parameters())
+
+
+def test_sdxl_file_loads_with_frozen_networks_in_bf16(tiny_sdxl_config, tiny_sdxl_ckpt):
+    model = load_model_from_config(tiny_sdxl_config, tiny_sdxl_ckpt, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_exactly_one_text_side(tiny_sdxl_config, tiny_config):
+    from ldm.util import instantiate_from_config
+
+    both = tiny_sdxl_config.model.copy()
+    both.params.cond_stage_config = tiny_config.model.params.cond_stage_config
+    with pytest.raises(ConfigError, match="both of cond_stage_config and conditioner_config"):
+        instantiate_from_config(both)
+    both.params.unet_config = both.params.network_config
+    with pytest.raises(ConfigError, match="both of unet_config and network_config"):
+        instantiate_from_config(both)
