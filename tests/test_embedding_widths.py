@@ -117,7 +117,7 @@ def test_in_memory_terms_and_check_width(tmp_path):
     one_line(exc, "somewhere.pt: term 'b' is 768 wide")
 
 
-def test_sdxl_pair_and_mixed_width_merge_name_the_families(tmp_path):
+def test_sdxl_file_on_sd2_and_mixed_width_merge_name_the_families(tmp_path):
     from safetensors.torch import save_file
 
     from ldm.embeddings.tools import merge_embeddings
@@ -125,9 +125,11 @@ def test_sdxl_pair_and_mixed_width_merge_name_the_families(tmp_path):
 
     sdxl = tmp_path / "xl.safetensors"
     save_file({"clip_l": vectors(1, 768), "clip_g": vectors(1, 1280)}, str(sdxl))
+    (xl,) = read_embedding_file(sdxl)
+    assert xl.dim == 2048 and xl.part_widths == (768, 1280)
     with pytest.raises(EmbeddingFileError) as exc:
-        read_embedding_file(sdxl)
-    one_line(exc, str(sdxl), "SDXL", "768", "1280")
+        EmbeddingLibrary(1024, [sdxl])
+    one_line(exc, str(sdxl), "2048 wide", "SDXL", SD2)
     a = write_embedding_file(tmp_path / "a.pt", term("a", dim=768))
     b = write_embedding_file(tmp_path / "b.pt", term("b"))
     with pytest.raises(ConfigError) as exc:

@@ -6,7 +6,7 @@ embedding size) is the only clue, and users recognise the family name, not the n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ldm.embeddings.loaded import EmbeddingFileError, LoadedEmbedding
 
@@ -17,8 +17,7 @@ WIDTH_FAMILIES = {
     1280: "SDXL (its OpenCLIP ViT-bigG half, clip_g)",
     2048: "SDXL (CLIP ViT-L + OpenCLIP ViT-bigG)",
 }
-# An SDXL file holds one term per text encoder: clip_l [n, 768] and clip_g [n, 1280].
-SDXL_PAIR = "SDXL (clip_l 768 + clip_g 1280)"
+SDXL_WIDTH = 2048
 
 
 def family_of_width(width: int) -> str | None:
@@ -32,19 +31,41 @@ def width_and_family(width: int) -> str:
     return f"{width} wide for {family}" if family else f"{width} wide"
 
 
-def width_mismatch(width: int, model_width: int) -> str:
-    """The clause after a term's name: its width and the family it fits, the model's width, what to use."""
+def _halves(part_widths: Sequence[int]) -> str:
+    return " + ".join(f"{key} {w}" for key, w in zip(("clip_l", "clip_g"), part_widths))
+
+
+def width_mismatch(width: int, model_width: int, part_widths: Sequence[int] | None = None) -> str:
+    """The clause after a term's name: its width and the family it fits, the model's width, what to use.
+    `part_widths`: the model's text encoders' widths when it has two (SDXL, also a small SDXL-shaped one)."""
     theirs, ours = family_of_width(width), family_of_width(model_width)
     made_for = f"an embedding for {theirs}" if theirs else "a width no known model family has"
+    if (part_widths is not None and len(part_widths) == 2) or model_width == SDXL_WIDTH:
+        halves = _halves(part_widths if part_widths is not None else (768, 1280))
+        return (
+            f"is {width} wide, {made_for}, but this is an SDXL model, whose embeddings hold {halves} "
+            f"({model_width} wide): use an SDXL embedding (a clip_l/clip_g file)"
+        )
     return (
         f"is {width} wide, {made_for}, but this model's text encoder takes {model_width}: "
         f"use an embedding trained for {ours or 'this model'}"
     )
 
 
-def check_width(terms: Iterable[LoadedEmbedding], model_width: int, where: str) -> None:
+def check_width(
+    terms: Iterable[LoadedEmbedding], model_width: int, where: str, part_widths: Sequence[int] | None = None
+) -> None:
     """A one-line EmbeddingFileError naming the first term whose width is not `model_width`, its width and
-    the family it fits (e.g. a 768-wide SD 1.x term on an SD 2.x model)."""
+    the family it fits (e.g. a 768-wide SD 1.x term on an SD 2.x or SDXL model). With the model's
+    `part_widths` (two text encoders), an SDXL term must also split where the model does."""
     for term in terms:
         if term.dim != model_width:
-            raise EmbeddingFileError(f"{where}: term {term.name!r} {width_mismatch(term.dim, model_width)}")
+            raise EmbeddingFileError(
+                f"{where}: term {term.name!r} {width_mismatch(term.dim, model_width, part_widths)}"
+            )
+        theirs = term.part_widths
+        if part_widths is not None and theirs is not None and tuple(theirs) != tuple(part_widths):
+            raise EmbeddingFileError(
+                f"{where}: term {term.name!r} holds {_halves(theirs)}, but this model's text encoders take "
+                f"{_halves(part_widths)}; use an embedding trained for this model"
+            )

@@ -10,6 +10,12 @@ Writing picks the format from the suffix unless told: `.pt`/`.ckpt`/`.pth` -> pa
 only one). Tensors are written as plain contiguous float32 CPU tensors (never `nn.Parameter`), so any
 `torch.load(weights_only=True)` reads our pickles without an allow-list. A single-term paper file keys its
 vector by "*" as A1111 does: diffusers' loader reads only that key (its token comes from "name").
+
+SDXL terms (two text encoders, sdxl.py) read from a {"clip_l", "clip_g"} dict in any container (name:
+the "name" metadata of our safetensors, else the file stem) and from diffusers' two-file pair
+(diffusers_pair.py: either file, or their folder). They are written by sdxl_files.py: {"clip_l",
+"clip_g"} in `.safetensors` by default (with name/token/step metadata), as a plain pickle of the two
+tensors (`.pt`/`.ckpt`/`.pth`/`.bin`), in a `.png` as A1111's payload, or as diffusers' pair.
 """
 
 from __future__ import annotations
@@ -26,19 +32,22 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ldm.embeddings import png
-from ldm.embeddings.families import SDXL_PAIR
+from ldm.embeddings import diffusers_pair, png
 from ldm.embeddings.loaded import (
     A1111_PNG,
     DIFFUSERS,
     EMB_PARAMS,
     FORMATS,
     PAPER,
+    SDXL,
     EmbeddingFileError,
     LoadedEmbedding,
     as_vectors,
     check_same_width,
 )
+from ldm.embeddings.sdxl import is_sdxl_dict, not_sdxl, sdxl_term, split_of
+from ldm.embeddings.sdxl_files import choose_sdxl_format, write_sdxl
+from ldm.embeddings.tensor_files import save_tensors
 from ldm.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from ldm.fileio import atomic_path
 from ldm.safe_load import read_safetensors, safe_torch_load
@@ -137,11 +146,19 @@ def _terms_from_object(obj: Any, path: Path, metadata: Mapping[str, str], fmt: s
                 format=EMB_PARAMS,
             )
         ]
-    if "clip_l" in obj and "clip_g" in obj:
-        raise EmbeddingFileError(
-            f"{path} is an embedding for {SDXL_PAIR}; SDXL models are not supported yet, "
-            "use an embedding trained for SD 1.x (768 wide) or SD 2.x (1024 wide)"
-        )
+    if is_sdxl_dict(obj):
+        return [
+            sdxl_term(
+                obj,
+                str(path),
+                _str_or_none(metadata.get("name")) or path.stem,
+                token=_str_or_none(metadata.get("token")),
+                step=_int_or_none(metadata.get("step")),
+                checkpoint=_str_or_none(metadata.get("sd_checkpoint_name")),
+                source=path,
+                format=A1111_PNG if fmt == A1111_PNG else SDXL,
+            )
+        ]
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return [
             LoadedEmbedding(str(k), as_vectors(v, str(path), str(k)), token=str(k), source=path, format=DIFFUSERS)
@@ -161,12 +178,41 @@ def _unreadable(path: Path, reason: str) -> EmbeddingFileError:
     )
 
 
-def read_embedding_file(path: PathLike) -> list[LoadedEmbedding]:
-    """Every term in an embedding file of any supported format (detected from its content)."""
+def embedding_source(path: PathLike) -> Path:
+    """The file that stands for `path`'s terms: a diffusers output folder -> its learned_embeds file; the
+    second file of diffusers' SDXL pair -> the first. Errors as read_embedding_file for a missing path."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        inner = diffusers_pair.folder_file(path)
+        if inner is None:
+            raise EmbeddingFileError(
+                f"embedding file {path} is a folder without learned_embeds.safetensors/.bin; "
+                "pass a .pt/.bin/.safetensors/.png embedding"
+            )
+        return inner
     if not path.is_file():
-        what = "is a folder" if path.is_dir() else "not found"
-        raise EmbeddingFileError(f"embedding file {path} {what}; pass a .pt/.bin/.safetensors/.png embedding")
+        raise EmbeddingFileError(f"embedding file {path} not found; pass a .pt/.bin/.safetensors/.png embedding")
+    pair = diffusers_pair.complete_pair(path)
+    return pair[0] if pair is not None else path
+
+
+def read_embedding_file(path: PathLike) -> list[LoadedEmbedding]:
+    """Every term in an embedding file of any supported format (detected from its content); a folder or
+    either file of diffusers' SDXL pair reads the pair (see diffusers_pair.py)."""
+    path = embedding_source(path)
+    pair = diffusers_pair.complete_pair(path)
+    if pair is not None:
+        first, second = pair
+        terms = diffusers_pair.join_pair(_load(first)[0], _load(second)[0], first, second)
+    else:
+        obj, metadata, kind = _load(path)
+        terms = _terms_from_object(obj, path, metadata, fmt=A1111_PNG if kind == "png" else None)
+    check_same_width(terms, str(path))
+    return terms
+
+
+def _load(path: Path) -> tuple[Any, dict[str, str], str]:
+    """(the object in the file, its safetensors metadata, the container kind)."""
     kind = _container(path)
     metadata: dict[str, str] = {}
     try:
@@ -183,14 +229,14 @@ def read_embedding_file(path: PathLike) -> list[LoadedEmbedding]:
         raise _unreadable(path, reason.group(1) if reason else str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - junk bytes can make the unpickler raise anything
         raise _unreadable(path, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]) from None
-    terms = _terms_from_object(obj, path, metadata, fmt=A1111_PNG if kind == "png" else None)
-    check_same_width(terms, str(path))
-    return terms
+    return obj, metadata, kind
 
 
 # -- writing --------------------------------------------------------------------------------------------
-def _choose_format(path: Path, format: str | None, count: int) -> str:
-    suffix = path.suffix.lower()
+def _choose_format(path: Path, format: str | None, terms: Sequence[LoadedEmbedding]) -> str:
+    suffix, count = path.suffix.lower(), len(terms)
+    if format == SDXL:
+        raise ConfigError(f"embedding path {path}: format sdxl is clip_l + clip_g; {not_sdxl(terms[0])}")
     if format is None:
         if suffix == ".safetensors":
             return EMB_PARAMS if count == 1 else DIFFUSERS
@@ -266,16 +312,6 @@ def _metadata(term: LoadedEmbedding) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v is not None}
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(tmp), metadata=metadata)
-        else:
-            torch.save(tensors, tmp)
-
-
 def write_embedding_file(
     path: PathLike,
     embeddings: LoadedEmbedding | Sequence[LoadedEmbedding],
@@ -295,7 +331,9 @@ def write_embedding_file(
         for t in terms
     ]
     check_same_width(terms, f"embedding path {path}")
-    fmt = _choose_format(path, format, len(terms))
+    if split_of(terms[0]) is not None:
+        return write_sdxl(path, terms, choose_sdxl_format(path, format, len(terms)), preview)
+    fmt = _choose_format(path, format, terms)
     if fmt == PAPER:
         if len(terms) > 1:
             log.warning("%s holds %d terms; A1111 reads only one term per .pt file", path, len(terms))
@@ -306,9 +344,9 @@ def write_embedding_file(
         data = paper_dict(terms, path, token_ids)
         png.write_png(path, data, preview if preview is not None else png.preview_card(terms[0].name, terms[0].vectors))
     elif fmt == EMB_PARAMS:
-        _save_tensors({"emb_params": _plain(terms[0].vectors)}, path, _metadata(terms[0]))
+        save_tensors({"emb_params": _plain(terms[0].vectors)}, path, _metadata(terms[0]))
     else:
         keys = _unique_keys([t.name for t in terms], path)
-        _save_tensors({k: _plain(t.vectors) for k, t in zip(keys, terms)}, path, {"format": "pt"})
+        save_tensors({k: _plain(t.vectors) for k, t in zip(keys, terms)}, path, {"format": "pt"})
     log.info("wrote %d embedding term(s) to %s (%s)", len(terms), path, fmt)
     return path

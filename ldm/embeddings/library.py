@@ -17,6 +17,11 @@ term's name. Folder files that fail are skipped with a warning naming them; a
 folder term whose name is taken (by an explicit term, or an earlier file in name order) is skipped too.
 `refresh()` compares the folder's (file name, mtime, size) listing and re-reads only changed files.
 Only the folder's top level is scanned; hidden files and A1111 `*.preview.png` images are ignored.
+
+SDXL (`dim` 2048, or a small SDXL-shaped model with `part_widths`): terms are one-per-file clip_l/clip_g
+files and diffusers' pair, read as one term under its first file (`learned_embeds.safetensors`); its
+second file is not listed on its own, and a change to either re-reads the pair. Loading either file of a
+pair explicitly loads the same source.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
+from ldm.embeddings import diffusers_pair
 from ldm.embeddings.families import check_width
-from ldm.embeddings.formats import read_embedding_file
+from ldm.embeddings.formats import embedding_source, read_embedding_file
 from ldm.embeddings.loaded import EmbeddingFileError, LoadedEmbedding, check_finite
 from ldm.errors import ConfigError, LdmUserError
 
@@ -41,6 +47,23 @@ STAR = "*"
 
 def _readable(text: str | None) -> bool:
     return bool(text) and any(ch.isalnum() for ch in text)
+
+
+def _fold_pairs(listing: list[tuple]) -> tuple[tuple, ...]:
+    """The folder listing with diffusers' SDXL pairs as one entry: the second file's (mtime, size) joins
+    the first's, so a change to either re-reads the pair, and the second file is not read alone."""
+    stamps = {entry[0]: entry[1:] for entry in listing}
+    folded = []
+    for name, *stamp in listing:
+        pair = diffusers_pair.pair_of(Path(name))
+        if pair is not None:
+            first, second = pair[0].name, pair[1].name
+            if name == second and first in stamps:
+                continue
+            if name == first and second in stamps:
+                stamp = [*stamp, *stamps[second]]
+        folded.append((name, *stamp))
+    return tuple(sorted(folded))
 
 
 def prompt_name(term: LoadedEmbedding) -> str:
@@ -58,15 +81,23 @@ class _Source:
 
     label: str  # shown in messages: the path as found, or "memory"
     terms: list[tuple[str, LoadedEmbedding]] = field(default_factory=list)
-    stamp: tuple[int, int] = (0, 0)  # (mtime_ns, size) when read
+    stamp: tuple[int, ...] = (0, 0)  # (mtime_ns, size) when read; a pair adds its second file's
     resolved: Path | None = None
 
 
 class EmbeddingLibrary:
-    """Named terms for prompts. `dim` is the text encoder's width (768 for SD v1)."""
+    """Named terms for prompts. `dim` is the text encoders' width (768 for SD v1, 2048 for SDXL); `part_widths`
+    the widths of a two-encoder model's encoders (SDXL: (768, 1280)), to check where SDXL terms split."""
 
-    def __init__(self, dim: int, paths: Sequence[PathLike] = (), directory: PathLike | None = None):
+    def __init__(
+        self,
+        dim: int,
+        paths: Sequence[PathLike] = (),
+        directory: PathLike | None = None,
+        part_widths: Sequence[int] | None = None,
+    ):
         self.dim = int(dim)
+        self.part_widths = tuple(int(w) for w in part_widths) if part_widths is not None else None
         self.directory = Path(directory).expanduser() if directory is not None else None
         if self.directory is not None and self.directory.exists() and not self.directory.is_dir():
             raise ConfigError(f"embeddings directory {self.directory} is a file; pass a folder of embeddings")
@@ -84,7 +115,7 @@ class EmbeddingLibrary:
     # -- loading ------------------------------------------------------------------------------------
     def _read(self, path: Path) -> list[tuple[str, LoadedEmbedding]]:
         terms = read_embedding_file(path)
-        check_width(terms, self.dim, str(path))
+        check_width(terms, self.dim, str(path), self.part_widths)
         return [(prompt_name(t), t) for t in terms]
 
     def _claim(self, key: str, source: _Source) -> None:
@@ -104,7 +135,7 @@ class EmbeddingLibrary:
 
     def load(self, path: PathLike) -> list[str]:
         """Load an embedding file by path (any format); returns the names its terms answer to."""
-        path = Path(path).expanduser()
+        path = embedding_source(Path(path).expanduser())  # a pair's second file stands for its first
         terms = self._read(path)
         st = path.stat()
         resolved = path.resolve()
@@ -115,7 +146,7 @@ class EmbeddingLibrary:
 
     def add(self, term: LoadedEmbedding, name: str | None = None) -> str:
         """Add an in-memory term (e.g. from EmbeddingManager.to_embeddings()); returns its prompt name."""
-        check_width([term], self.dim, str(term.source) if term.source else "in-memory embedding")
+        check_width([term], self.dim, str(term.source) if term.source else "in-memory embedding", self.part_widths)
         check_finite(term.vectors, f"embedding {term.name!r}", term.token or term.name)
         name = name or prompt_name(term)
         self._claim(f"memory:{name.lower()}", _Source("memory", [(name, term)]))
@@ -169,7 +200,7 @@ class EmbeddingLibrary:
                     listing.append((entry.name, st.st_mtime_ns, st.st_size))
             except OSError:  # vanished between scandir and stat
                 continue
-        return tuple(sorted(listing))
+        return _fold_pairs(listing)
 
     def refresh(self) -> bool:
         """Re-scan the folder if its listing changed; True when terms were (re)loaded or dropped."""
@@ -178,21 +209,22 @@ class EmbeddingLibrary:
             return False
         self._listing = listing
         kept: dict[str, _Source] = {}
-        for filename, mtime, size in listing:
+        for filename, *stamp in listing:
+            stamp = tuple(stamp)
             old = self._scanned.get(filename)
-            if old is not None and old.stamp == (mtime, size):
+            if old is not None and old.stamp == stamp:
                 kept[filename] = old
                 continue
             path = self.directory / filename
             try:
-                source = _Source(str(path), self._read(path), (mtime, size), path.resolve())
+                source = _Source(str(path), self._read(path), stamp, path.resolve())
                 self._skipped.pop(filename, None)
             except (LdmUserError, OSError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 reason = reason.removeprefix(f"{path}: ")  # the warning names the file already
                 log.warning("skipped embedding file %s: %s", path, reason)
                 self._skipped[filename] = reason
-                source = _Source(str(path), [], (mtime, size))  # remembered so it is not re-read until it changes
+                source = _Source(str(path), [], stamp)  # remembered so it is not re-read until it changes
             kept[filename] = source
         for gone in set(self._skipped) - set(kept):
             del self._skipped[gone]

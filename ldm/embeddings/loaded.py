@@ -15,7 +15,8 @@ PAPER = "paper"  # paper / InvokeAI / A1111 .pt: {"string_to_token", "string_to_
 EMB_PARAMS = "emb_params"  # A1111 / kohya .safetensors: {"emb_params": [n, dim]} + string metadata
 DIFFUSERS = "diffusers"  # learned_embeds.{bin,safetensors}: {"<token>": [dim] or [n, dim]}
 A1111_PNG = "a1111-png"  # PNG with a tEXt chunk "sd-ti-embedding" = base64(JSON of the paper dict)
-FORMATS = (PAPER, EMB_PARAMS, DIFFUSERS, A1111_PNG)
+SDXL = "sdxl"  # A1111 / ComfyUI / InvokeAI / kohya SDXL file: {"clip_l": [n, 768], "clip_g": [n, 1280]}
+FORMATS = (PAPER, EMB_PARAMS, DIFFUSERS, A1111_PNG, SDXL)
 
 
 class EmbeddingFileError(CheckpointError):
@@ -25,7 +26,11 @@ class EmbeddingFileError(CheckpointError):
 @dataclass
 class LoadedEmbedding:
     """One term: `vectors` [n, dim] float32 on CPU. `token` is the placeholder string the file keys the
-    vectors by (e.g. "*"), when the format has one; `name` is what users call the term."""
+    vectors by (e.g. "*"), when the format has one; `name` is what users call the term.
+
+    A term for several text encoders (SDXL) holds their vectors side by side in context order,
+    [n, 768 + 1280] = cat(clip_l, clip_g), and `part_widths` says where they split ((768, 1280)); it is
+    None for a one-encoder term (SD 1.x/2.x)."""
 
     name: str
     vectors: torch.Tensor
@@ -34,6 +39,13 @@ class LoadedEmbedding:
     checkpoint: str | None = None
     source: Path | None = None
     format: str = PAPER
+    part_widths: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.part_widths is not None:
+            self.part_widths = tuple(int(w) for w in self.part_widths)
+            if sum(self.part_widths) != self.vectors.shape[-1]:
+                raise ValueError(f"part_widths {self.part_widths} do not add up to the width {self.vectors.shape[-1]}")
 
     @property
     def num_vectors(self) -> int:
@@ -77,9 +89,9 @@ def check_finite(vectors: torch.Tensor, where: str, key: str) -> None:
 
 
 def check_same_width(terms: list[LoadedEmbedding], where: str) -> None:
-    widths = sorted({t.dim for t in terms})
+    widths = {(t.dim, t.part_widths) for t in terms}
     if len(widths) > 1:
-        detail = ", ".join(f"{t.name!r}: {t.dim}" for t in terms)
+        detail = ", ".join(f"{t.name!r}: {t.dim}" + (f" {t.part_widths}" if t.part_widths else "") for t in terms)
         raise EmbeddingFileError(
             f"{where}: its terms have different widths ({detail}); one file must hold embeddings for one text encoder"
         )

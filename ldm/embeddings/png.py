@@ -45,10 +45,14 @@ def _from_json_tree(value: Any) -> Any:
 
 
 def encode_payload(data: dict) -> str:
-    """Paper dict -> the base64 text A1111 stores; verified to decode to the very same float32 bits."""
+    """Paper dict (or SDXL dict of two tensors) -> the base64 text A1111 stores; verified to decode to the
+    very same float32 bits."""
     text = base64.b64encode(json.dumps(_to_json_tree(data)).encode("utf-8")).decode("ascii")
-    back = decode_payload(text, "<encoded>")["string_to_param"]
-    for key, tensor in data["string_to_param"].items():
+    back = decode_payload(text, "<encoded>")
+    back = back.get("string_to_param", back)  # a paper dict, or an SDXL {"clip_l", "clip_g"} dict
+    for key, tensor in data.get("string_to_param", data).items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
         # Guard the exactness argument above: a JSON encoder change must not silently round vectors.
         if not torch.equal(back[key].view(torch.int32), tensor.to(torch.float32).contiguous().view(torch.int32)):
             raise RuntimeError(f"PNG embedding encoding of {key!r} is not bit-exact")

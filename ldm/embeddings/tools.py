@@ -4,6 +4,10 @@ Both read with `read_embedding_file` (any format, detected from the bytes) and w
 `write_embedding_file` (atomic), so vectors pass through bit-exactly as float32. What a target format
 cannot hold is dropped by that format, not by us: diffusers files keep no step, emb_params files take
 their name from the file name, and an A1111 `.pt`/`.png` holds one term.
+
+SDXL terms (clip_l + clip_g) convert between the SDXL layouts only (sdxl_files.py): a clip_l/clip_g
+`.safetensors`/`.pt`, an A1111 `.png`, and diffusers' learned_embeds + learned_embeds_2 pair (format
+diffusers; OUT a folder or a learned_embeds.safetensors name). Several SDXL terms merge into that pair.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ldm.embeddings import diffusers_pair
 from ldm.embeddings.families import width_and_family
 from ldm.embeddings.formats import read_embedding_file, write_embedding_file
-from ldm.embeddings.loaded import A1111_PNG, DIFFUSERS, EMB_PARAMS, FORMATS, PAPER, LoadedEmbedding
+from ldm.embeddings.loaded import A1111_PNG, DIFFUSERS, EMB_PARAMS, FORMATS, PAPER, SDXL, LoadedEmbedding
+from ldm.embeddings.sdxl import not_sdxl, split_of
+from ldm.embeddings.sdxl_files import choose_sdxl_format
 from ldm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,18 +63,33 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_suffix(path: PathLike, what: str = "OUT") -> str:
-    """The lower-case suffix of `path` if some format writes it; otherwise a one-line error listing them."""
+    """The lower-case suffix of `path` if some format writes it; otherwise a one-line error listing them.
+    A folder (or a path without a suffix) passes too: diffusers' SDXL pair is written into one."""
     suffix = Path(path).suffix.lower()
+    if diffusers_pair.write_target(Path(path)) is not None:
+        return suffix
     if suffix not in SUFFIX_FORMATS:
         shown = repr(suffix) if suffix else "no suffix"
         raise ConfigError(f"{what} {path} has {shown}, which matches no embedding format; use {SUFFIX_CHOICES}")
     return suffix
 
 
-def output_format(path: PathLike, count: int, format: str | None = None, what: str = "OUT") -> str:
+def output_format(
+    path: PathLike, count: int, format: str | None = None, what: str = "OUT", first: LoadedEmbedding | None = None
+) -> str:
     """The format `path` will be written in: `format` if given (checked against the suffix), else the
-    suffix's default for `count` terms."""
+    suffix's default for `count` terms. `first`: a term to be written (an SDXL one has its own formats)."""
+    if first is not None and split_of(first) is not None:
+        return choose_sdxl_format(Path(path), format, count)
+    if format == SDXL:
+        why = not_sdxl(first) if first is not None else "the terms are not SDXL terms"
+        raise ConfigError(f"{what} {path}: format sdxl is clip_l + clip_g; {why}")
     suffix = check_output_suffix(path, what)
+    if not suffix:
+        raise ConfigError(
+            f"{what} {path} is a folder or has no suffix; only diffusers' SDXL pair is written into a folder, "
+            f"use {SUFFIX_CHOICES}"
+        )
     if format is None:
         if suffix == ".safetensors":
             return EMB_PARAMS if count == 1 else DIFFUSERS
@@ -114,7 +136,7 @@ def convert_embedding(
     if _same_file(src, dst):
         raise ConfigError(f"OUT {dst} is the input file; write the converted embedding to another path")
     terms = read_embedding_file(src)
-    fmt = output_format(dst, len(terms), format)
+    fmt = output_format(dst, len(terms), format, first=terms[0])
     if name is not None:
         name = name.strip()
         if not name:
@@ -132,7 +154,7 @@ def convert_embedding(
         image = _read_preview(preview)
     elif fmt == A1111_PNG and terms[0].format == A1111_PNG:
         image = _read_preview(src)  # keep the picture the source file carries
-    write_embedding_file(dst, terms, format=fmt, preview=image)
+    dst = write_embedding_file(dst, terms, format=fmt, preview=image)  # the pair: its first file
     log.info("converted %s (%s) -> %s (%s)", src, terms[0].format, dst, fmt)
     return dst, fmt, terms
 
@@ -186,7 +208,8 @@ def merge_embedding_files(
     """Merge `sources` into `out`: a multi-term paper `.pt` or a diffusers `.bin`/`.safetensors`."""
     out = Path(out).expanduser()
     suffix = out.suffix.lower()
-    if suffix not in MERGE_FORMATS:
+    pair = diffusers_pair.write_target(out)
+    if suffix not in MERGE_FORMATS and pair is None:
         raise ConfigError(
             f"OUT {out}: a merged file holds several terms, so it must be .pt/.ckpt/.pth (paper) "
             "or .bin/.safetensors (diffusers)"
@@ -200,6 +223,16 @@ def merge_embedding_files(
         if _same_file(Path(src).expanduser(), out):
             raise ConfigError(f"OUT {out} is also an input; write the merged embedding to a new path")
     terms, renames = merge_embeddings(sources, rename=rename)
-    fmt = MERGE_FORMATS[suffix]
-    write_embedding_file(out, terms, format=fmt)
+    if split_of(terms[0]) is not None:  # SDXL: one term per file, except diffusers' pair
+        if pair is None:
+            raise ConfigError(
+                f"OUT {out}: an SDXL clip_l/clip_g file holds one term (A1111, ComfyUI, kohya); merge SDXL "
+                "embeddings into diffusers' pair: OUT a folder or learned_embeds.safetensors"
+            )
+        fmt = DIFFUSERS
+    elif pair is not None and suffix not in MERGE_FORMATS:
+        raise ConfigError(f"OUT {out} is a folder; a merged file must be .pt/.ckpt/.pth (paper) or .bin/.safetensors")
+    else:
+        fmt = MERGE_FORMATS[suffix]
+    out = write_embedding_file(out, terms, format=fmt)
     return out, fmt, terms, renames
