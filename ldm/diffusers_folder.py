@@ -1,4 +1,4 @@
-"""Read a diffusers-format SD 1.x/2.x model folder and rename its weights to our checkpoint layout.
+"""Read a diffusers-format SD 1.x/2.x/SDXL model folder and rename its weights to our checkpoint layout.
 
 A diffusers folder splits the model into `unet/`, `vae/`, `text_encoder/` (+ `tokenizer/`,
 `model_index.json`). Each part's keys are mapped explicitly, module by module, from the block structure
@@ -6,7 +6,8 @@ its own keys reveal (levels, res blocks per level, which levels have attention);
 be used exactly once and every expected module must appear, so nothing is dropped or invented. The
 result is then checked key by key and shape by shape against the built model by `check_state_dict`.
 The UNet and VAE rename the same way for both families (SD 2.x's linear projections are plain renames);
-an SD 2.x text encoder (exact GELU) goes to the OpenCLIP layout (diffusers_sd2.py).
+an SD 2.x text encoder (exact GELU) goes to the OpenCLIP layout (diffusers_sd2.py). An SDXL folder
+(`text_encoder_2/`, StableDiffusionXLPipeline) is read by diffusers_sdxl.py with these same renames.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ PARTS = {
     "unet": ("diffusion_pytorch_model",),
     "vae": ("diffusion_pytorch_model",),
     "text_encoder": ("model", "pytorch_model"),
+    "text_encoder_2": ("model", "pytorch_model"),
 }
+SD_PARTS = ("unet", "vae", "text_encoder")
 
 # How each kind of module names its parameters: diffusers sub-module -> CompVis sub-module.
 SAME = "same"
@@ -60,7 +63,7 @@ VAE_ATTENTION = {
     "value": "v",
     "proj_attn": "proj_out",
 }
-# SDXL UNets (2048 = CLIP-L + bigG, 1280 = the refiner's bigG) are not supported yet; 768 and 1024 are.
+# UNets of SDXL's sizes (2048 = CLIP-L + bigG, 1280 = the refiner's bigG) in a folder that is not SDXL's.
 OTHER_FAMILIES = {1280: "SDXL refiner", 2048: "SDXL"}
 
 
@@ -75,9 +78,14 @@ def is_diffusers_folder(path: PathLike) -> bool:
 def read_diffusers_folder(path: PathLike) -> Tensors:
     """All weights of a diffusers SD 1.x/2.x folder, renamed to `model.diffusion_model.*`,
     `first_stage_model.*` and `cond_stage_model.transformer.text_model.*` (SD 1.x) or
-    `cond_stage_model.model.*` (SD 2.x, q/k/v stacked: fewer keys than the folder's)."""
+    `cond_stage_model.model.*` (SD 2.x, q/k/v stacked: fewer keys than the folder's); an SDXL folder's
+    to sgm's `conditioner.embedders.{0,1}.*` (ldm.diffusers_sdxl)."""
     folder = Path(path).expanduser()
-    missing = [part for part in PARTS if not (folder / part).is_dir()]
+    from ldm.diffusers_sdxl import is_sdxl_folder, read_sdxl_folder  # it builds on this module
+
+    if is_sdxl_folder(folder):
+        return read_sdxl_folder(folder)
+    missing = [part for part in SD_PARTS if not (folder / part).is_dir()]
     if missing:
         raise CheckpointError(
             f"diffusers folder {folder} has no {', '.join(p + '/' for p in missing)} subfolder; "
@@ -154,8 +162,9 @@ def check_unet_config(config: dict[str, Any], folder: Path) -> None:
         family = "SDXL"
     if family:
         raise CheckpointError(
-            f"diffusers folder {folder} holds a {family} UNet (cross_attention_dim {cross}); "
-            "SDXL models are not supported yet; use an SD 1.x or SD 2.x model"
+            f"diffusers folder {folder} holds a {family} UNet (cross_attention_dim {cross}) but is not an SDXL "
+            "pipeline (no text_encoder_2/, model_index.json not StableDiffusionXLPipeline); pass a complete "
+            "SD 1.x/2.x or SDXL diffusers folder"
         )
 
 
@@ -235,8 +244,12 @@ def _rename(sd: Tensors, modules: list[tuple[str, str, Any]], prefix: str, sourc
     return out
 
 
-def unet_modules(levels: int, layers: int, attention: list[bool]) -> list[tuple[str, str, Any]]:
-    """diffusers UNet2DConditionModel modules -> CompVis UNetModel modules, for the SD 1.x/2.x block pattern."""
+def unet_modules(
+    levels: int, layers: int, attention: list[bool], label_emb: bool = False
+) -> list[tuple[str, str, Any]]:
+    """diffusers UNet2DConditionModel modules -> CompVis UNetModel modules, for the SD block pattern (any
+    levels with or without attention; the transformer depth inside an attention module keeps its names).
+    `label_emb`: SDXL's vector embedding (diffusers' `add_embedding`, a TimestepEmbedding MLP)."""
     m: list[tuple[str, str, Any]] = [
         ("conv_in", "input_blocks.0.0", SAME),
         ("time_embedding.linear_1", "time_embed.0", SAME),
@@ -247,6 +260,8 @@ def unet_modules(levels: int, layers: int, attention: list[bool]) -> list[tuple[
         ("mid_block.attentions.0", "middle_block.1", SAME),
         ("mid_block.resnets.1", "middle_block.2", UNET_RESNET),
     ]
+    if label_emb:
+        m += [("add_embedding.linear_1", "label_emb.0.0", SAME), ("add_embedding.linear_2", "label_emb.0.2", SAME)]
     for i in range(levels):  # input_blocks: conv_in, then per level `layers` res(+attn) blocks and a downsampler
         for j in range(layers):
             block = 1 + i * (layers + 1) + j
@@ -301,7 +316,8 @@ def vae_modules(levels: int, layers: int) -> list[tuple[str, str, Any]]:
 def unet_to_ldm(sd: Tensors, source: str = "unet") -> Tensors:
     keys = list(sd)
     levels, layers, attention = _levels(keys, "down_blocks", source)
-    return _rename(sd, unet_modules(levels, layers, attention), UNET_PREFIX, source)
+    label_emb = any(k.startswith("add_embedding.") for k in keys)
+    return _rename(sd, unet_modules(levels, layers, attention, label_emb), UNET_PREFIX, source)
 
 
 def vae_to_ldm(sd: Tensors, source: str = "vae") -> Tensors:
@@ -309,8 +325,9 @@ def vae_to_ldm(sd: Tensors, source: str = "vae") -> Tensors:
     return _rename(sd, vae_modules(levels, layers), VAE_PREFIX, source)
 
 
-def text_encoder_to_ldm(sd: Tensors, source: str = "text_encoder") -> Tensors:
-    """transformers 4 saves CLIPTextModel keys as `text_model.*`, transformers 5 without that level."""
+def text_encoder_to_ldm(sd: Tensors, source: str = "text_encoder", prefix: str = TEXT_PREFIX) -> Tensors:
+    """transformers 4 saves CLIPTextModel keys as `text_model.*`, transformers 5 without that level.
+    `prefix`: SD 1.x's `cond_stage_model.transformer.text_model.` or SDXL's CLIP-L one."""
     out: Tensors = {}
     for key, value in sd.items():
         bare = key[len("text_model.") :] if key.startswith("text_model.") else key
@@ -319,9 +336,9 @@ def text_encoder_to_ldm(sd: Tensors, source: str = "text_encoder") -> Tensors:
                 f"{source}: unexpected key '{key}'; SD 1.x uses a plain CLIPTextModel "
                 "text encoder; pass an SD 1.x diffusers folder"
             )
-        if TEXT_PREFIX + bare in out:
+        if prefix + bare in out:
             raise CheckpointError(
                 f"{source}: '{bare}' appears with and without the text_model. prefix; re-save the text encoder"
             )
-        out[TEXT_PREFIX + bare] = value
+        out[prefix + bare] = value
     return out

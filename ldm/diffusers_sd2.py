@@ -56,8 +56,12 @@ def is_open_clip_text_encoder(folder: Path) -> bool:
     return isinstance(config, dict) and config.get("hidden_act") == "gelu"
 
 
-def text_encoder_to_open_clip(sd: Tensors, source: str = "text_encoder") -> Tensors:
-    """CLIPTextModel keys (with or without `text_model.`) -> `cond_stage_model.model.*`; q/k/v stacked."""
+def text_encoder_to_open_clip(
+    sd: Tensors, source: str = "text_encoder", prefix: str = PREFIX, projection: bool = False
+) -> Tensors:
+    """CLIPTextModel keys (with or without `text_model.`) -> `{prefix}*` (SD 2.x: `cond_stage_model.model.`);
+    q/k/v stacked. With `projection` (SDXL's CLIPTextModelWithProjection), its `text_projection.weight`
+    (a Linear's [out, W]) becomes OpenCLIP's `text_projection` [W, out], used as `x @ P`."""
     out: Tensors = {}
     qkv: dict[tuple[str, str], dict[int, torch.Tensor]] = defaultdict(dict)
     for key, value in sd.items():
@@ -65,7 +69,9 @@ def text_encoder_to_open_clip(sd: Tensors, source: str = "text_encoder") -> Tens
         if bare == "embeddings.position_ids":  # a buffer older transformers saved; ours is not stored
             continue
         match = LAYER_KEY.match(bare)
-        if bare in FIXED:
+        if projection and key == "text_projection.weight":
+            name, value = "text_projection", value.T.contiguous()
+        elif bare in FIXED:
             name = FIXED[bare]
         elif match and match.group(2) in QKV:
             qkv[(match.group(1), match.group(3))][QKV[match.group(2)]] = value
@@ -78,13 +84,13 @@ def text_encoder_to_open_clip(sd: Tensors, source: str = "text_encoder") -> Tens
                 f"{source}: unexpected key '{key}' for an SD 2.x text encoder (CLIPTextModel); "
                 "re-save the folder with diffusers, or pass the .ckpt/.safetensors file"
             )
-        if PREFIX + name in out:
+        if prefix + name in out:
             raise CheckpointError(f"{source}: '{bare}' appears with and without the text_model. prefix; re-save it")
-        out[PREFIX + name] = value
+        out[prefix + name] = value
     for (index, param), parts in sorted(qkv.items()):
         if sorted(parts) != [0, 1, 2]:
             raise CheckpointError(f"{source}: layer {index} lacks some of q_proj/k_proj/v_proj {param}; re-save it")
-        out[f"{PREFIX}transformer.resblocks.{index}.attn.in_proj_{param}"] = torch.cat([parts[i] for i in range(3)])
+        out[f"{prefix}transformer.resblocks.{index}.attn.in_proj_{param}"] = torch.cat([parts[i] for i in range(3)])
     return out
 
 
@@ -92,7 +98,12 @@ def fit_text_config(model_config: Any, sd: Tensors, source: str) -> None:
     """Make the config's OpenCLIP encoder the one the folder holds: its L-1 blocks, last layer, no projection.
 
     Changes `model_config` (an OmegaConf `model` node) in place; a file that keeps its projection (all
-    blocks) is left to the ordinary key check."""
+    blocks) is left to the ordinary key check. An SDXL config is fitted by ldm.diffusers_sdxl."""
+    if model_config.params.get("conditioner_config") is not None:
+        from ldm.diffusers_sdxl import fit_sdxl_text_config  # it imports this module
+
+        fit_sdxl_text_config(model_config, sd, source)
+        return
     cond = model_config.params.get("cond_stage_config")
     if cond is None or PREFIX + "text_projection" in sd or PREFIX + "token_embedding.weight" not in sd:
         return

@@ -204,13 +204,14 @@ def test_folder_without_weights_file(folders, tmp_path):
     ],
 )
 def test_sdxl_unet_is_refused_before_reading_weights(folders, tmp_path, family, changes):
-    """SD 2.x folders load (test_diffusers_folder_sd2.py); SDXL ones are refused by their unet/config.json."""
+    """SD 2.x and SDXL folders load (test_diffusers_folder_sd2.py, _sdxl.py); an SD folder whose unet/config.json
+    is SDXL's is refused before its weights are read, naming what an SDXL folder has."""
     folder = _copy(folders, tmp_path)
     config_file = folder / "unet" / "config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **changes}))
     with pytest.raises(CheckpointError) as err:
         load_model_from_config(TINY_CONFIG, folder)
-    assert family in _one_line(err.value) and "not supported yet" in str(err.value)
+    assert family in _one_line(err.value) and "text_encoder_2/" in str(err.value)
 
 
 def test_non_diffusers_folder_is_still_refused(tmp_path):

@@ -14,7 +14,8 @@ Differences:
 - `layer: penultimate` is SD 2's conditioning: `ln_final(output of block L-2)`; the last block,
   `text_projection` and `logit_scale` are parameters (for strict loading and re-export) but unused.
   A diffusers SD 2.x folder holds only the blocks SD uses and no projection: the loader builds it as
-  `layers: L-1, layer: last, projection: False`, the same function (ldm/diffusers_sd2.py).
+  `layers: L-1, layer: last, projection: False`, the same function (ldm/diffusers_sd2.py). A diffusers
+  SDXL text_encoder_2 lacks only `logit_scale`: built with `logit_scale: False` (ldm/diffusers_sdxl.py).
   The default is "last", as in Stability's class.
 - `text_model` is only a view reaching `embeddings.token_embedding`; new code should use
   `token_embedding` and `width` (the context width: 1024 for ViT-H, 1280 for bigG).
@@ -93,6 +94,7 @@ class FrozenOpenCLIPEmbedder(nn.Module):
         model_path: str | None = None,
         text_config: dict | None = None,
         projection: bool = True,
+        logit_scale: bool = True,
         **ignored,
     ):
         super().__init__()
@@ -103,7 +105,7 @@ class FrozenOpenCLIPEmbedder(nn.Module):
         # `version` names OpenCLIP pretrained weights and `device` a placement in the original configs;
         # the weights come from the SD file and the model is moved as a whole, so both are only hints.
         self.model = OpenCLIPTextTransformer(
-            **text_tower_config(arch, text_config, layer, max_length), projection=projection
+            **text_tower_config(arch, text_config, layer, max_length), projection=projection, logit_scale=logit_scale
         )
         self.arch, self.version = arch, version
         self.max_length = max_length

@@ -78,6 +78,7 @@ class OpenCLIPTextTransformer(nn.Module):
         context_length: int = 77,
         vocab_size: int = 49408,
         projection: bool = True,
+        logit_scale: bool = True,
     ):
         super().__init__()
         self.width, self.layers, self.heads = width, layers, heads
@@ -87,10 +88,13 @@ class OpenCLIPTextTransformer(nn.Module):
         self.transformer = Transformer(width, layers, heads)
         self.ln_final = nn.LayerNorm(width)
         # Unused by SD 2 conditioning; kept so a loaded file re-exports unchanged. A diffusers SD 2.x
-        # text encoder has neither (projection=False builds the tower without them).
+        # text encoder has neither (projection=False builds the tower without them); a diffusers SDXL
+        # text_encoder_2 has the projection (SDXL's pooled vector) but no logit_scale (logit_scale=False).
         self.projection = projection
+        self.has_logit_scale = projection and logit_scale
         if projection:
             self.text_projection = nn.Parameter(torch.empty(width, width))
+        if self.has_logit_scale:
             self.logit_scale = nn.Parameter(torch.empty(()))
         self.init_parameters()
 
@@ -111,6 +115,7 @@ class OpenCLIPTextTransformer(nn.Module):
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
         if self.projection:
             nn.init.normal_(self.text_projection, std=attn_std)
+        if self.has_logit_scale:
             self.logit_scale.fill_(math.log(1 / 0.07))
 
     def hidden_states(self, embeds: torch.Tensor, n_blocks: int) -> torch.Tensor:

@@ -76,7 +76,9 @@ def load_open_clip_tokenizer(
     OpenCLIP way."""
     from transformers import CLIPTokenizer  # heavy import, deferred until a tokenizer is needed
 
-    path = resolve_tokenizer_dir(explicit, model_path, subfolder)
+    # Not a tokenizer.json alone: one saved with pad "!" (diffusers' tokenizer_2) holds "!" as an added
+    # special token that no load option removes; the same vocabulary is then read from elsewhere.
+    path = resolve_tokenizer_dir(explicit, model_path, subfolder, fast_ok=False)
     # EOS as the pad token keeps "!" an ordinary BPE token even where the folder names "!" as pad.
     tokenizer = CLIPTokenizer.from_pretrained(str(path), local_files_only=True, pad_token=_EOS_TOKEN)
     if (tokenizer.bos_token_id, tokenizer.eos_token_id) != (BOS_ID, EOS_ID):

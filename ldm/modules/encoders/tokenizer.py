@@ -14,24 +14,32 @@ log = logging.getLogger(__name__)
 
 SHIPPED_TOKENIZER = Path(__file__).resolve().parents[2] / "assets" / "clip_tokenizer"
 _REQUIRED = ("vocab.json", "merges.txt")
+_FAST = "tokenizer.json"  # what transformers >= 5 saves instead (diffusers save_pretrained folders)
 
 PathLike = str | Path
 
 
-def _is_tokenizer_dir(path: Path) -> bool:
-    return path.is_dir() and all((path / name).is_file() for name in _REQUIRED)
+def _is_tokenizer_dir(path: Path, fast_ok: bool = True) -> bool:
+    if not path.is_dir():
+        return False
+    return all((path / name).is_file() for name in _REQUIRED) or (fast_ok and (path / _FAST).is_file())
 
 
 def resolve_tokenizer_dir(
-    explicit: PathLike | None = None, model_path: PathLike | None = None, subfolder: str = "tokenizer"
+    explicit: PathLike | None = None,
+    model_path: PathLike | None = None,
+    subfolder: str = "tokenizer",
+    fast_ok: bool = True,
 ) -> Path:
-    """Return the folder holding vocab.json and merges.txt, by the documented search order. `subfolder`
-    is where a diffusers folder keeps this encoder's tokenizer (SDXL's second: `tokenizer_2`)."""
+    """Return the folder holding vocab.json and merges.txt (or, if `fast_ok`, transformers 5's
+    tokenizer.json), by the documented search order. `subfolder` is where a diffusers folder keeps this
+    encoder's tokenizer (SDXL's second: `tokenizer_2`)."""
+    files = "vocab.json + merges.txt" + (" (or tokenizer.json)" if fast_ok else "")
     if explicit:
         path = Path(explicit).expanduser()
-        if not _is_tokenizer_dir(path):
+        if not _is_tokenizer_dir(path, fast_ok):
             raise ConfigError(
-                f"tokenizer path {str(path)!r} has no vocab.json + merges.txt; "
+                f"tokenizer path {str(path)!r} has no {files}; "
                 "point it at a CLIP tokenizer folder or leave it unset to use the shipped one"
             )
         return path
@@ -39,7 +47,7 @@ def resolve_tokenizer_dir(
         model = Path(model_path).expanduser()
         folder = model if model.is_dir() else model.parent
         candidate = folder / subfolder
-        if _is_tokenizer_dir(candidate):
+        if _is_tokenizer_dir(candidate, fast_ok):
             log.info("using the tokenizer beside the model: %s", candidate)
             return candidate
     return SHIPPED_TOKENIZER
