@@ -104,9 +104,15 @@ def debug_dataset(args: Any, overrides: list[str], n: int = 8) -> list[str]:
 
     _, _, data = _config_and_data(args, overrides, training=False)
     tokenizer = load_tokenizer()
+    dataset = data.train_dataset
+    sizes = getattr(dataset, "bucket_sizes", None)  # each image's trained (h, w): its bucket, or size x size
+
+    def size(index: int) -> str:
+        return f" size={sizes[index][0]}x{sizes[index][1]}" if sizes else ""
+
     return [
-        f"k={k} image={index} flip={int(flip)} caption={caption!r} ids={tokenizer(caption).input_ids}"
-        for k, caption, index, flip in data.train_dataset.debug_items(n)
+        f"k={k} image={index} flip={int(flip)}{size(index)} caption={caption!r} ids={tokenizer(caption).input_ids}"
+        for k, caption, index, flip in dataset.debug_items(n)
     ]
 
 
