@@ -11,6 +11,7 @@ import gc
 
 import pytest
 import torch
+from diffusers_oracle import assert_vae_matches_diffusers
 from omegaconf import OmegaConf
 from sd_helpers import SD_CONFIG, TINY_CONFIG, load_config, randomize_, text_state_dict
 from sd_helpers import strict_into as _strict_into
@@ -54,26 +55,9 @@ def test_unet_matches_diffusers(full):
     gc.collect()
 
 
-@torch.no_grad()
 def test_vae_matches_diffusers(full):
-    from diffusers import AutoencoderKL
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, create_vae_diffusers_config_from_ldm
-
     cfg, model, sd = full
-    vcfg = create_vae_diffusers_config_from_ldm(OmegaConf.to_container(cfg), sd)
-    converted = convert_ldm_vae_checkpoint(sd, vcfg)
-    assert len(converted) == sum(k.startswith("first_stage_model.") for k in sd)
-    vae = _strict_into(lambda: AutoencoderKL(**vcfg), converted)
-    g = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, 128, 128, generator=g) * 2 - 1
-    ours = model.first_stage_model.encode(image)
-    theirs = vae.encode(image).latent_dist
-    assert (ours.mean - theirs.mean).abs().max().item() <= TOL
-    assert (ours.logvar - theirs.logvar).abs().max().item() <= TOL
-    z = torch.randn(1, 4, 32, 32, generator=g)
-    dec_ours, dec_theirs = model.first_stage_model.decode(z), vae.decode(z).sample
-    assert dec_ours.shape == (1, 3, 256, 256) and dec_ours.std() > 0.05
-    assert (dec_ours - dec_theirs).abs().max().item() <= TOL
+    assert_vae_matches_diffusers(cfg, model, sd, image_side=128, latent_side=32)
 
 
 @torch.no_grad()

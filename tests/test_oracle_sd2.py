@@ -14,6 +14,7 @@ import gc
 
 import pytest
 import torch
+from diffusers_oracle import assert_vae_matches_diffusers
 from omegaconf import OmegaConf
 from sd_helpers import (
     OPEN_CLIP_PREFIX,
@@ -87,26 +88,9 @@ def test_unet_matches_diffusers(sd2):
     gc.collect()
 
 
-@torch.no_grad()
 def test_vae_matches_diffusers(sd2):
-    from diffusers import AutoencoderKL
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, create_vae_diffusers_config_from_ldm
-
     cfg, model, sd = sd2
-    vcfg = create_vae_diffusers_config_from_ldm(OmegaConf.to_container(cfg), sd)
-    converted = convert_ldm_vae_checkpoint(sd, vcfg)
-    assert len(converted) == sum(k.startswith("first_stage_model.") for k in sd)
-    vae = strict_into(lambda: AutoencoderKL(**vcfg), converted)
-    g = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
-    ours = model.first_stage_model.encode(image)
-    theirs = vae.encode(image).latent_dist
-    assert (ours.mean - theirs.mean).abs().max().item() <= TOL
-    assert (ours.logvar - theirs.logvar).abs().max().item() <= TOL
-    z = torch.randn(1, 4, 16, 16, generator=g)
-    dec_ours, dec_theirs = model.first_stage_model.decode(z), vae.decode(z).sample
-    assert dec_ours.shape == (1, 3, 128, 128) and dec_ours.std() > 0.05
-    assert (dec_ours - dec_theirs).abs().max().item() <= TOL
+    assert_vae_matches_diffusers(cfg, model, sd, image_side=64, latent_side=16)
 
 
 @torch.no_grad()
