@@ -1,4 +1,6 @@
-"""Write the learned embedding: `embeddings_gs-N.pt` every N steps and `embeddings.pt` (latest).
+"""Write the learned embedding: `embeddings_gs-N.pt` every N steps and `embeddings.pt` (latest); for SDXL
+`embeddings_gs-N.safetensors` and `embeddings.safetensors` (clip_l/clip_g, the SDXL file everyone reads).
+`embedding_file_name` is the one place these names are made.
 
 Never a non-finite one: a step whose loss or vectors turn NaN/inf stops the run (TrainingDivergedError, one
 line), and `embeddings.pt` then holds the vectors from before that step (the last good embedding). The loss
@@ -18,6 +20,15 @@ from ldm.errors import TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_PREFIX, LATEST_STEM = "embeddings_gs-", "embeddings"
+
+
+def embedding_file_name(manager, step: int | None = None) -> str:
+    """`embeddings_gs-<step>` (a snapshot) or `embeddings` (the latest), with the manager's suffix:
+    `.pt` for SD 1.x/2.x, `.safetensors` for SDXL."""
+    stem = LATEST_STEM if step is None else f"{SNAPSHOT_PREFIX}{step}"
+    return stem + getattr(manager, "file_suffix", ".pt")
+
 
 class EmbeddingSnapshot(pl.Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 500, sd_checkpoint: str | None = None):
@@ -35,8 +46,8 @@ class EmbeddingSnapshot(pl.Callback):
             return
         step = trainer.global_step if step is None else step
         if with_step:
-            manager.save(self.dirpath / f"embeddings_gs-{step}.pt", step=step, checkpoint=self.sd_checkpoint)
-        manager.save(self.dirpath / "embeddings.pt", step=step, checkpoint=self.sd_checkpoint)
+            manager.save(self.dirpath / embedding_file_name(manager, step), step=step, checkpoint=self.sd_checkpoint)
+        manager.save(self.dirpath / embedding_file_name(manager), step=step, checkpoint=self.sd_checkpoint)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._good = [p.detach().clone() for p in pl_module.embedding_manager.embedding_parameters()]

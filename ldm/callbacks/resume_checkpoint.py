@@ -7,6 +7,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from ldm.callbacks.embedding_snapshot import embedding_file_name
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,9 @@ class ResumeCheckpoint(pl.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Ctrl-C keeps what was learned: a resumable checkpoint and the current embedding."""
         if isinstance(exception, KeyboardInterrupt):
-            log.warning("interrupted at step %d; saving last.ckpt and embeddings.pt", trainer.global_step)
+            manager = pl_module.embedding_manager
+            latest = embedding_file_name(manager)  # embeddings.pt, or embeddings.safetensors for SDXL
+            log.warning("interrupted at step %d; saving last.ckpt and %s", trainer.global_step, latest)
             self._save(trainer)
             if trainer.global_rank == 0:
-                pl_module.embedding_manager.save(self.path.parent / "embeddings.pt", step=trainer.global_step)
+                manager.save(self.path.parent / latest, step=trainer.global_step)

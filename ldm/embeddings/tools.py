@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ldm.embeddings import diffusers_pair
 from ldm.embeddings.families import width_and_family
-from ldm.embeddings.formats import read_embedding_file, write_embedding_file
+from ldm.embeddings.formats import embedding_source, read_embedding_file, write_embedding_file
 from ldm.embeddings.loaded import A1111_PNG, DIFFUSERS, EMB_PARAMS, FORMATS, PAPER, SDXL, LoadedEmbedding
 from ldm.embeddings.sdxl import not_sdxl, split_of
 from ldm.embeddings.sdxl_files import choose_sdxl_format
@@ -121,6 +121,23 @@ def _read_preview(path: PathLike) -> Image.Image:
         raise ConfigError(f"preview image {path} cannot be read ({type(exc).__name__}); pass a .png/.jpg") from None
 
 
+def _files_of(path: Path) -> list[Path]:
+    """The files an input path reads: diffusers' SDXL pair is two."""
+    source = embedding_source(path)
+    pair = diffusers_pair.complete_pair(source)
+    return list(pair) if pair is not None else [source]
+
+
+def _check_not_input(src: Path, dst: Path, fmt: str, first: LoadedEmbedding) -> None:
+    """Writing diffusers' pair into a folder must not replace the pair being read."""
+    if fmt != DIFFUSERS or split_of(first) is None:
+        return
+    inputs = _files_of(src)
+    for out in diffusers_pair.write_target(dst) or ():
+        if any(_same_file(out, p) for p in inputs):
+            raise ConfigError(f"OUT {dst} would overwrite the input {out}; write the converted pair to another folder")
+
+
 def convert_embedding(
     src: PathLike,
     dst: PathLike,
@@ -137,6 +154,7 @@ def convert_embedding(
         raise ConfigError(f"OUT {dst} is the input file; write the converted embedding to another path")
     terms = read_embedding_file(src)
     fmt = output_format(dst, len(terms), format, first=terms[0])
+    _check_not_input(src, dst, fmt, terms[0])
     if name is not None:
         name = name.strip()
         if not name:
@@ -234,5 +252,7 @@ def merge_embedding_files(
         raise ConfigError(f"OUT {out} is a folder; a merged file must be .pt/.ckpt/.pth (paper) or .bin/.safetensors")
     else:
         fmt = MERGE_FORMATS[suffix]
+    for src in sources:
+        _check_not_input(Path(src).expanduser(), out, fmt, terms[0])
     out = write_embedding_file(out, terms, format=fmt)
     return out, fmt, terms, renames

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PathLike = str | Path
 SNAPSHOT_GLOB = "embeddings_gs-*.pt"
+SDXL_SNAPSHOT_GLOB = "embeddings_gs-*.safetensors"  # SDXL runs write clip_l/clip_g snapshots
 MANAGER_TARGET = "ldm.modules.embedding_manager.EmbeddingManager"
 _STEP = re.compile(r"gs-(\d+)")
 
@@ -49,12 +50,13 @@ def snapshot_step(path: PathLike) -> int | None:
 
 
 def find_snapshots(logdir: PathLike) -> list[Path]:
-    """`checkpoints/embeddings_gs-*.pt` of a training run folder (or of a checkpoints folder), by step."""
+    """`checkpoints/embeddings_gs-*.pt` (SDXL: `.safetensors`) of a training run folder (or of a checkpoints
+    folder), by step."""
     logdir = Path(logdir).expanduser()
     if not logdir.is_dir():
         raise ConfigError(f"--logdir {logdir} is not a folder; pass a training run folder such as logs/<run>")
     folder = logdir / "checkpoints" if (logdir / "checkpoints").is_dir() else logdir
-    files = [p for p in folder.glob(SNAPSHOT_GLOB) if snapshot_step(p) is not None]
+    files = [p for g in (SNAPSHOT_GLOB, SDXL_SNAPSHOT_GLOB) for p in folder.glob(g) if snapshot_step(p) is not None]
     if not files:
         raise ConfigError(
             f"--logdir {logdir}: no {SNAPSHOT_GLOB} in {folder}; "

@@ -6,6 +6,11 @@ like any loaded file's, whose vectors are the trainable parameters (with progres
 rows); the conditioner puts them in the token embeddings and runs the text encoder on them through its
 `encode_embeddings` - the encoder itself is never patched.
 
+SDXL: the embedder is the GeneralConditioner and its `text_encoders` (CLIP-L, bigG) each contribute their
+columns: one parameter [n, 768 + 1280] per placeholder, initialised from the init word's rows in EACH
+encoder's own token embedding (concatenated in context order), saved as clip_l/clip_g files
+(ldm/embeddings/sdxl.py). For SD 1.x/2.x the embedder is the one text encoder.
+
 State: `learned.<i>` (the trainable vectors of placeholder i, float32 whatever the text encoder's dtype)
 and `initial_<i>` (their starting values, the anchor of the regulariser). The embedder is referenced, not
 owned, so the manager's state_dict holds only these tensors. A placeholder absent from a batch keeps
@@ -22,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ldm.embeddings import PAPER, EmbeddingFileError, LoadedEmbedding, read_embedding_file, write_embedding_file
+from ldm.embeddings import PAPER, SDXL, EmbeddingFileError, LoadedEmbedding, read_embedding_file, write_embedding_file
 from ldm.embeddings.families import check_width
 from ldm.embeddings.loaded import check_finite
 from ldm.errors import ConfigError
@@ -99,44 +104,71 @@ class EmbeddingManager(nn.Module):
 
     # -- the embedder's parts (looked up each time: the embedder may be moved or cast) ------------------
     @property
+    def encoders(self) -> list[nn.Module]:
+        """The text encoders in context order: SDXL's two (the conditioner's `text_encoders`), else [embedder]."""
+        encoders = getattr(self.embedder, "text_encoders", None)
+        return list(encoders) if encoders is not None else [self.embedder]
+
+    @property
     def tokenizer(self):
-        return self.embedder.tokenizer
+        """The first encoder's tokenizer (SDXL's two share the CLIP vocabulary; only their padding differs)."""
+        return self.encoders[0].tokenizer
 
     @property
     def token_embedding(self) -> nn.Embedding:
-        return self.embedder.token_embedding
+        """The first encoder's token embedding (the only one for SD 1.x/2.x)."""
+        return self.encoders[0].token_embedding
 
     @property
     def dim(self) -> int:
-        return int(self.token_embedding.weight.shape[1])
+        """Width of a learned vector: the encoders' widths summed (768, 1024, SDXL 768 + 1280)."""
+        return sum(int(e.token_embedding.weight.shape[1]) for e in self.encoders)
+
+    @property
+    def part_widths(self) -> tuple[int, ...] | None:
+        """Each encoder's share of a vector for two encoders (SDXL: (768, 1280)); None for one."""
+        encoders = self.encoders
+        return tuple(int(e.token_embedding.weight.shape[1]) for e in encoders) if len(encoders) > 1 else None
+
+    @property
+    def file_suffix(self) -> str:
+        """What training snapshots are written as: paper `.pt` for one encoder, clip_l/clip_g `.safetensors`
+        for SDXL (what A1111, ComfyUI, InvokeAI and kohya read)."""
+        return ".safetensors" if self.part_widths is not None else ".pt"
 
     def _initial_vectors(self, placeholder: str, text: str | None, is_main: bool) -> torch.Tensor:
-        """Init text -> its token embeddings (vector i takes token i * n_tokens // n_vectors); else random."""
-        weight = self.token_embedding.weight.detach()
+        """Init text -> its token embeddings (vector i takes token i * n_tokens // n_vectors) in each encoder,
+        concatenated in context order; else random, scaled per encoder."""
         n = self.num_vectors_per_token
         if text is None:
             if is_main:
                 log.warning("placeholder %r has no initializer word; starting from small random vectors", placeholder)
-            # Scaled like real token embeddings (the paper's uniform [0, 1) init is ~40x too large).
-            scale = weight.float().std()
-            return torch.randn(n, weight.shape[1]).to(weight.device) * scale
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ConfigError(
-                f"initializer word {text!r} for placeholder {placeholder!r} has no tokens; "
-                "use a word such as 'sculpture', or leave it out for a random start"
-            )
-        if len(ids) > n:
-            log.info(
-                "init text %r has %d tokens for %d vector(s) of %r; using every %.3gth token",
-                text,
-                len(ids),
-                n,
-                placeholder,
-                len(ids) / n,
-            )
-        rows = [ids[i * len(ids) // n] for i in range(n)]
-        return weight[rows].float().clone()
+            parts = []
+            for encoder in self.encoders:
+                weight = encoder.token_embedding.weight.detach()
+                # Scaled like real token embeddings (the paper's uniform [0, 1) init is ~40x too large).
+                parts.append(torch.randn(n, weight.shape[1]).to(weight.device) * weight.float().std())
+            return torch.cat(parts, dim=1)
+        parts = []
+        for k, encoder in enumerate(self.encoders):
+            ids = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ConfigError(
+                    f"initializer word {text!r} for placeholder {placeholder!r} has no tokens; "
+                    "use a word such as 'sculpture', or leave it out for a random start"
+                )
+            if len(ids) > n and k == 0:
+                log.info(
+                    "init text %r has %d tokens for %d vector(s) of %r; using every %.3gth token",
+                    text,
+                    len(ids),
+                    n,
+                    placeholder,
+                    len(ids) / n,
+                )
+            rows = [ids[i * len(ids) // n] for i in range(n)]
+            parts.append(encoder.token_embedding.weight.detach()[rows].float().clone())
+        return torch.cat(parts, dim=1)
 
     # -- introspection ------------------------------------------------------------------------------------
     @property
@@ -207,7 +239,8 @@ class EmbeddingManager(nn.Module):
                     step=step,
                     checkpoint=checkpoint,
                     source=None,
-                    format=PAPER,
+                    format=PAPER if self.part_widths is None else SDXL,
+                    part_widths=self.part_widths,
                 )
             )
         return terms
@@ -220,7 +253,8 @@ class EmbeddingManager(nn.Module):
         name: str | None = None,
         format: str | None = None,
     ) -> Path:
-        """Write the learned terms atomically (paper .pt unless the suffix or `format` says otherwise)."""
+        """Write the learned terms atomically (paper .pt unless the suffix or `format` says otherwise; SDXL
+        terms as clip_l/clip_g, see ldm/embeddings/sdxl_files.py)."""
         token_ids = {s: seq[0] for s, seq in zip(self.strings, self.sequences)}
         return write_embedding_file(
             path, self.to_embeddings(step, checkpoint, name), format=format, token_ids=token_ids
@@ -236,7 +270,7 @@ class EmbeddingManager(nn.Module):
             terms += [item] if isinstance(item, LoadedEmbedding) else read_embedding_file(item)
         for t in terms:
             check_finite(t.vectors, str(t.source or t.name), t.token or t.name)  # files were checked on read
-            check_width([t], self.dim, str(t.source or t.name))
+            check_width([t], self.dim, str(t.source or t.name), self.part_widths)
         index = {s: i for i, s in enumerate(self.strings)}
         chosen: dict[int, LoadedEmbedding] = {}
         rest = []

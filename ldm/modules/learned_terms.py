@@ -37,6 +37,11 @@ class LearnedTerm:
         return self.manager.num_active(self.index)
 
     @property
+    def part_widths(self) -> tuple[int, ...] | None:
+        """Each text encoder's share of the width for SDXL (as LoadedEmbedding.part_widths), else None."""
+        return self.manager.part_widths
+
+    @property
     def vectors(self) -> torch.Tensor:
         """The active vectors [num_vectors, dim], a slice of the parameter (gradients reach it)."""
         return self.parameter[: self.num_vectors]

@@ -1,0 +1,142 @@
+"""EmbeddingManager on the tiny SDXL model (CLIP-L 32 + bigG 64, real vocabulary): one parameter [n, 96] per
+placeholder, initialised from the init word's rows in EACH encoder, random init scaled per encoder, gradients
+reaching both encoders' columns through the conditioner, clip_l/clip_g files in and out, width refusals
+naming SDXL, and the training snapshots' names (`embeddings_gs-N.safetensors`, `embeddings.safetensors`)."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ldm.callbacks.embedding_snapshot import EmbeddingSnapshot, embedding_file_name
+from ldm.embeddings import SDXL, EmbeddingFileError, LoadedEmbedding, read_embedding_file
+from ldm.modules.embedding_manager import EmbeddingManager
+from ldm.prompts import Conditioner
+
+L, G = 32, 64  # the tiny SDXL encoders' widths
+
+
+@pytest.fixture(scope="module")
+def conditioner_module(tiny_sdxl_model):
+    """A private copy of the tiny model's GeneralConditioner (tests below may scale its weights)."""
+    module = copy.deepcopy(tiny_sdxl_model.conditioner)
+    for encoder in module.text_encoders:
+        _ = encoder.tokenizer  # load each vocabulary once
+    return module
+
+
+def manager(embedder, **params) -> EmbeddingManager:
+    return EmbeddingManager(embedder, **{"placeholder_strings": ["*"], **params})
+
+
+def ids_of(encoder, text: str) -> list[int]:
+    return encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_one_parameter_per_placeholder_from_the_init_word_in_each_encoder(conditioner_module):
+    m = manager(conditioner_module, initializer_words=["sculpture"], num_vectors_per_token=2)
+    clip_l, big_g = conditioner_module.text_encoders
+    assert m.dim == L + G and m.part_widths == (L, G) and m.file_suffix == ".safetensors"
+    (param,) = m.embedding_parameters()
+    assert param.shape == (2, L + G) and param.dtype == torch.float32
+    for encoder, cols in ((clip_l, slice(0, L)), (big_g, slice(L, None))):
+        ids = ids_of(encoder, "sculpture")
+        rows = [ids[i * len(ids) // 2] for i in range(2)]
+        assert torch.equal(param[:, cols].detach(), encoder.token_embedding.weight[rows].detach().float())
+    assert not torch.equal(clip_l.token_embedding.weight[:1, :L], big_g.token_embedding.weight[:1, :L])
+    assert set(m.state_dict()) == {"learned.0", "initial_0"}  # the SD 1.x resume keys
+
+
+def test_random_init_is_scaled_per_encoder(conditioner_module):
+    scaled = copy.deepcopy(conditioner_module)
+    with torch.no_grad():
+        scaled.text_encoders[1].token_embedding.weight.mul_(10.0)
+    torch.manual_seed(0)
+    (param,) = manager(scaled, num_vectors_per_token=8).embedding_parameters()
+    std_l, std_g = (scaled.text_encoders[i].token_embedding.weight.float().std().item() for i in (0, 1))
+    got_l, got_g = param[:, :L].std().item(), param[:, L:].std().item()
+    assert 0.7 < got_l / std_l < 1.3 and 0.7 < got_g / std_g < 1.3, (got_l, std_l, got_g, std_g)
+    assert got_g / got_l > 5  # each half follows its own encoder's scale
+
+
+def test_gradients_reach_both_encoders_columns_through_the_conditioner(tiny_sdxl_model, conditioner_module):
+    m = manager(conditioner_module, initializer_words=["cat"], num_vectors_per_token=2)
+    model = SimpleNamespace(
+        text_encoders=conditioner_module.text_encoders, conditioner=conditioner_module, embedding_manager=m
+    )
+    cond = Conditioner(model, prompt_syntax=False)(["a photo of *", "a plain photo"])
+    assert cond["crossattn"].shape[-1] == L + G and "vector" in cond
+    (cond["crossattn"][0].pow(2).sum() + cond["vector"][0].pow(2).sum()).backward()
+    (param,) = m.embedding_parameters()
+    assert param.grad is not None
+    assert param.grad[:, :L].abs().sum() > 0 and param.grad[:, L:].abs().sum() > 0
+
+
+def test_save_and_load_clip_l_clip_g_files(conditioner_module, tmp_path):
+    m = manager(conditioner_module, initializer_words=["cat"], num_vectors_per_token=3)
+    with torch.no_grad():
+        m.embedding_parameters()[0].add_(torch.randn(3, L + G) * 0.01)
+    learned = m.embedding_parameters()[0].detach().clone()
+    path = m.save(tmp_path / "embeddings.safetensors", step=12)
+    stored = load_file(str(path))
+    assert set(stored) == {"clip_l", "clip_g"}
+    assert torch.equal(stored["clip_l"], learned[:, :L]) and torch.equal(stored["clip_g"], learned[:, L:])
+    (term,) = read_embedding_file(path)
+    assert term.format == SDXL and term.part_widths == (L, G) and term.step == 12
+
+    fresh = manager(conditioner_module, initializer_words=["dog"], num_vectors_per_token=3)
+    fresh.load(path)
+    assert torch.equal(fresh.embedding_parameters()[0].detach(), learned)
+    pt = m.save(tmp_path / "embeddings.pt")  # .pt: the same two tensors as a plain pickle
+    assert set(torch.load(pt, weights_only=True)) == {"clip_l", "clip_g"}
+
+
+@pytest.mark.parametrize(
+    "halves,needles",
+    [
+        ({"emb_params": torch.randn(1, L)}, ["32 wide", "SDXL model", "clip_l 32 + clip_g 64"]),
+        (
+            {"clip_l": torch.randn(1, G), "clip_g": torch.randn(1, L)},
+            ["clip_l 64 + clip_g 32", "clip_l 32 + clip_g 64"],
+        ),
+    ],
+    ids=["one-encoder", "swapped"],
+)
+def test_load_refuses_terms_that_do_not_fit_naming_the_split(conditioner_module, tmp_path, halves, needles):
+    path = tmp_path / "other.safetensors"
+    save_file(halves, str(path))
+    m = manager(conditioner_module, initializer_words=["cat"])
+    with pytest.raises(EmbeddingFileError) as exc:
+        m.load(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(path) in msg and all(n in msg for n in needles), msg
+
+
+def test_load_takes_an_in_memory_sdxl_term(conditioner_module):
+    m = manager(conditioner_module, initializer_words=["cat"])
+    vectors = torch.randn(2, L + G)
+    m.load(LoadedEmbedding("*", vectors, token="*", part_widths=(L, G)))
+    assert torch.equal(m.embedding_parameters()[0].detach(), vectors)  # the file's vector count wins
+
+
+def test_snapshots_are_safetensors_for_sdxl_and_pt_otherwise(conditioner_module, tiny_model, tmp_path):
+    from ldm.evaluation.compare_embeddings import find_snapshots
+
+    m = manager(conditioner_module, initializer_words=["cat"])
+    assert embedding_file_name(m) == "embeddings.safetensors"
+    assert embedding_file_name(m, 40) == "embeddings_gs-40.safetensors"
+    sd1 = manager(tiny_model.cond_stage_model, initializer_words=["cat"])
+    assert embedding_file_name(sd1) == "embeddings.pt" and embedding_file_name(sd1, 40) == "embeddings_gs-40.pt"
+
+    callback = EmbeddingSnapshot(str(tmp_path / "checkpoints"), every_n_steps=10)
+    trainer = SimpleNamespace(global_rank=0, global_step=10)
+    callback.save(trainer, SimpleNamespace(embedding_manager=m), with_step=True)
+    written = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert written == ["embeddings.safetensors", "embeddings_gs-10.safetensors"]
+    (term,) = read_embedding_file(tmp_path / "checkpoints" / "embeddings.safetensors")
+    assert term.step == 10 and term.token == "*" and term.part_widths == (L, G)
+    assert find_snapshots(tmp_path) == [tmp_path / "checkpoints" / "embeddings_gs-10.safetensors"]
