@@ -111,10 +111,12 @@ def test_a_wrong_sized_file_of_the_right_family_names_the_family(tiny_v2_model, 
     assert "missing keys" in message and f"is it an {SD2} model?" in message
 
 
-def test_txt2img_with_the_default_v1_config_and_an_sd2_file_says_one_line(tiny_v2_ckpt, tmp_path):
+@pytest.mark.parametrize("ckpt, hints", [("tiny_v2_ckpt", V2_HINT), ("tiny_sdxl_ckpt", (SDXL_HINT,))])
+def test_txt2img_with_the_default_v1_config_and_another_familys_file_says_one_line(request, ckpt, hints, tmp_path):
     """The default config is the full-size v1 one; the family check refuses before any weight is allocated."""
     out = tmp_path / "out"
-    args = ["--prompt", "a cat", "--ckpt", tiny_v2_ckpt, "--outdir", out, "--H", "64", "--W", "64", "--device", "cpu"]
+    path = request.getfixturevalue(ckpt)
+    args = ["--prompt", "a cat", "--ckpt", path, "--outdir", out, "--H", "64", "--W", "64", "--device", "cpu"]
     proc = subprocess.run(
         [sys.executable, "scripts/txt2img.py", *map(str, args), "--ddim_steps", "2"],
         cwd=ROOT,
@@ -124,5 +126,5 @@ def test_txt2img_with_the_default_v1_config_and_an_sd2_file_says_one_line(tiny_v
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and all(hint in lines[0] for hint in V2_HINT)
+    assert lines[0].startswith("error: ") and all(hint in lines[0] for hint in hints)
     assert not list(out.rglob("*.png"))

@@ -136,3 +136,136 @@ def test_exactly_one_text_side(tiny_sdxl_config, tiny_config):
     both.params.unet_config = both.params.network_config
     with pytest.raises(ConfigError, match="both of unet_config and network_config"):
         instantiate_from_config(both)
+
+
+def _sgm_sd_xl_base_node() -> dict:
+    """The model node of Stability's generative-models configs/inference/sd_xl_base.yaml, sgm targets and all."""
+    size = {"target": "sgm.modules.encoders.modules.ConcatTimestepEmbedderND", "params": {"outdim": 256}}
+    return {
+        "target": "sgm.models.diffusion.DiffusionEngine",
+        "params": {
+            "scale_factor": 0.13025,
+            "disable_first_stage_autocast": True,
+            "denoiser_config": {
+                "target": "sgm.modules.diffusionmodules.denoiser.DiscreteDenoiser",
+                "params": {
+                    "num_idx": 1000,
+                    "scaling_config": {"target": "sgm.modules.diffusionmodules.denoiser_scaling.EpsScaling"},
+                    "discretization_config": {
+                        "target": "sgm.modules.diffusionmodules.discretizer.LegacyDDPMDiscretization"
+                    },
+                },
+            },
+            "network_config": {
+                "target": "sgm.modules.diffusionmodules.openaimodel.UNetModel",
+                "params": {
+                    "adm_in_channels": 2816,
+                    "num_classes": "sequential",
+                    "use_checkpoint": True,
+                    "in_channels": 4,
+                    "out_channels": 4,
+                    "model_channels": 320,
+                    "attention_resolutions": [4, 2],
+                    "num_res_blocks": 2,
+                    "channel_mult": [1, 2, 4],
+                    "num_head_channels": 64,
+                    "use_linear_in_transformer": True,
+                    "transformer_depth": [1, 2, 10],
+                    "context_dim": 2048,
+                    "spatial_transformer_attn_type": "softmax-xformers",
+                },
+            },
+            "conditioner_config": {
+                "target": "sgm.modules.GeneralConditioner",
+                "params": {
+                    "emb_models": [
+                        {
+                            "is_trainable": False,
+                            "input_key": "txt",
+                            "target": "sgm.modules.encoders.modules.FrozenCLIPEmbedder",
+                            "params": {"layer": "hidden", "layer_idx": 11},
+                        },
+                        {
+                            "is_trainable": False,
+                            "input_key": "txt",
+                            "target": "sgm.modules.encoders.modules.FrozenOpenCLIPEmbedder2",
+                            "params": {
+                                "arch": "ViT-bigG-14",
+                                "version": "laion2b_s39b_b160k",
+                                "freeze": True,
+                                "layer": "penultimate",
+                                "always_return_pooled": True,
+                                "legacy": False,
+                            },
+                        },
+                        {"is_trainable": False, "input_key": "original_size_as_tuple", **size},
+                        {"is_trainable": False, "input_key": "crop_coords_top_left", **size},
+                        {"is_trainable": False, "input_key": "target_size_as_tuple", **size},
+                    ]
+                },
+            },
+            "first_stage_config": {
+                "target": "sgm.models.autoencoder.AutoencoderKLInferenceWrapper",
+                "params": {
+                    "embed_dim": 4,
+                    "monitor": "val/rec_loss",
+                    "ddconfig": {
+                        "attn_type": "vanilla-xformers",
+                        "double_z": True,
+                        "z_channels": 4,
+                        "resolution": 256,
+                        "in_channels": 3,
+                        "out_ch": 3,
+                        "ch": 128,
+                        "ch_mult": [1, 2, 4, 4],
+                        "num_res_blocks": 2,
+                        "attn_resolutions": [],
+                        "dropout": 0.0,
+                    },
+                    "lossconfig": {"target": "torch.nn.Identity"},
+                },
+            },
+        },
+    }
+
+
+def _meta_shapes(node) -> dict[str, tuple[int, ...]]:
+    from ldm.model_loading import _build_on_meta
+
+    model = _build_on_meta(node)
+    return model, {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_stabilitys_sd_xl_base_yaml_builds_the_same_model_as_ours(caplog):
+    """sgm's targets go through the alias table; the full-size model is built on the meta device only."""
+    from omegaconf import OmegaConf
+    from sd_helpers import SDXL_CONFIG, load_config
+
+    from ldm.model_family import SDXL, family_of_config
+
+    with caplog.at_level("WARNING"):
+        theirs, their_shapes = _meta_shapes(OmegaConf.create(_sgm_sd_xl_base_node()))
+    assert "ignores unknown config keys" not in caplog.text
+    ours, our_shapes = _meta_shapes(load_config(SDXL_CONFIG).model)
+    assert their_shapes == our_shapes
+    assert theirs.parameterization == ours.parameterization == "eps" and theirs.scale_factor == 0.13025
+    assert family_of_config(OmegaConf.create(_sgm_sd_xl_base_node())) == SDXL
+    assert our_shapes["model.diffusion_model.label_emb.0.0.weight"] == (1280, 2816)
+    assert our_shapes["model.diffusion_model.input_blocks.4.1.proj_in.weight"] == (640, 640)  # linear projections
+    assert ours.text_width == 2048 and [e.columns for e in ours.text_encoders] == [slice(0, 768), slice(768, 2048)]
+    assert ours.conditioner.vector_width == 2816
+    unet_params = sum(v.numel() for k, v in ours.state_dict().items() if k.startswith("model.diffusion_model."))
+    assert 2.56e9 < unet_params < 2.58e9  # SDXL base's UNet: 2.57B
+
+
+def test_a_denoiser_that_scales_for_v_makes_a_v_model_and_a_contradiction_is_one_error():
+    from omegaconf import OmegaConf
+
+    from ldm.model_loading import _build_on_meta
+
+    node = OmegaConf.create(_sgm_sd_xl_base_node())
+    node.params.denoiser_config.params.scaling_config.target = "sgm.modules.diffusionmodules.denoiser_scaling.VScaling"
+    assert _build_on_meta(node).parameterization == "v"
+    node.params.parameterization = "eps"
+    with pytest.raises(ConfigError, match="denoiser_config scales for 'v'"):
+        _build_on_meta(node)
