@@ -156,7 +156,9 @@ class Generate:
             from ldm.prompts.conditioner import Conditioner
 
             model = self.load_model()
-            library = EmbeddingLibrary(model.text_width, self.embedding_paths, self.embedding_directory)
+            widths = [int(e.width) for e in model.text_encoders]  # SDXL: where a term splits (clip_l, clip_g)
+            parts = {"part_widths": widths} if len(widths) > 1 else {}
+            library = EmbeddingLibrary(model.text_width, self.embedding_paths, self.embedding_directory, **parts)
             self._conditioner = Conditioner(model, library)
         return self._conditioner
 
