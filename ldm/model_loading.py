@@ -18,6 +18,7 @@ from torch import nn
 
 from ldm.diffusers_folder import is_diffusers_folder, read_diffusers_folder
 from ldm.diffusers_sd2 import check_prediction_type, fit_text_config
+from ldm.diffusers_sdxl import fit_sdxl_text_config
 from ldm.errors import CheckpointError, ConfigError
 from ldm.model_family import check_family, family_of_state_dict
 from ldm.models.diffusion.schedule import SCHEDULE_BUFFERS
@@ -192,6 +193,7 @@ def _read_weights(model_config: Any, ckpt: str | Path) -> dict[str, torch.Tensor
     if not is_diffusers_folder(ckpt):
         sd = dict(read_state_dict(ckpt))
         check_family(model_config, sd, str(ckpt))
+        fit_sdxl_text_config(model_config, sd, str(ckpt))  # files converted from diffusers lack bigG's logit_scale
         return sd
     sd = read_diffusers_folder(ckpt)
     check_family(model_config, sd, str(ckpt))

@@ -175,3 +175,19 @@ def test_missing_second_text_encoder_is_named(folder, tmp_path):
     with pytest.raises(CheckpointError) as err:
         read_diffusers_folder(broken)
     assert "text_encoder_2/" in _one_line(err.value)
+
+
+def test_checkpoint_written_from_the_folder_loads(folder, loaded, tmp_path):
+    """A file converted from a diffusers folder (e.g. by the benchmark, or diffusers' own
+    convert_diffusers_to_original_sdxl.py) has everything but bigG's unused logit_scale: it loads."""
+    from safetensors.torch import save_file
+
+    sd = read_diffusers_folder(folder[1])
+    assert LOGIT_SCALE not in sd and BIG_G_PREFIX + "text_projection" in sd
+    path = tmp_path / "from-folder.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    model = load_model_from_config(TINY_SDXL, path)
+    assert not model.conditioner.text_encoders[1].model.has_logit_scale
+    got = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(got[key], value), key
