@@ -1,11 +1,16 @@
-"""SDXL text-side test helpers: sd_xl_base.yaml's conditioner (the same classes, layers and keys), full size
-or shrunk (CLIP-L width 32, bigG width 64, both with the real 49408-token vocabulary), and the transformers
-twins diffusers' own converters make of its weights."""
+"""SDXL text-side test helpers: the conditioner of our SDXL config, full size or the tiny fixture's (CLIP-L
+width 32, bigG width 64, both with the real 49408-token vocabulary), and the transformers twins diffusers'
+own converters make of its weights."""
 
 from __future__ import annotations
 
 import torch
+from omegaconf import OmegaConf
+from sd_helpers import ROOT
 
+TINY_SDXL_CONFIG = ROOT / "tests" / "fixtures" / "tiny-sdxl.yaml"
+SDXL_CONFIG = ROOT / "configs" / "stable-diffusion" / "sdxl-base-inference.yaml"
+# The tiny config's text encoders and size embedders (tests/fixtures/tiny-sdxl.yaml).
 CLIP_L_TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
 BIG_G_TINY = dict(width=64, layers=3, heads=4)
 SIZE_KEYS = ("original_size_as_tuple", "crop_coords_top_left", "target_size_as_tuple")
@@ -14,40 +19,11 @@ CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
 BIG_G_PREFIX = "conditioner.embedders.1.model."
 
 
-def emb_models(outdim: int = OUTDIM, tiny: bool = True) -> list[dict]:
-    """sd_xl_base.yaml's emb_models (tiny: shrunk, CLIP-L's layer_idx = its last block but one, as 11 of 12)."""
-    clip_l = {
-        "target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder",
-        "input_key": "txt",
-        "is_trainable": False,
-        "params": {"layer": "hidden", "layer_idx": 2, "text_config": CLIP_L_TINY}
-        if tiny
-        else {"layer": "hidden", "layer_idx": 11},
-    }
-    big_g = {
-        "target": "ldm.modules.encoders.open_clip.FrozenOpenCLIPEmbedder2",
-        "input_key": "txt",
-        "is_trainable": False,
-        "params": {
-            "arch": "ViT-bigG-14",
-            "version": "laion2b_s39b_b160k",
-            "freeze": True,
-            "layer": "penultimate",
-            "always_return_pooled": True,
-            "legacy": False,
-            **({"text_config": BIG_G_TINY} if tiny else {}),
-        },
-    }
-    sizes = [
-        {
-            "target": "ldm.modules.encoders.size_embedding.ConcatTimestepEmbedderND",
-            "input_key": key,
-            "is_trainable": False,
-            "params": {"outdim": outdim},
-        }
-        for key in SIZE_KEYS
-    ]
-    return [clip_l, big_g, *sizes]
+def emb_models(tiny: bool = True) -> list[dict]:
+    """The conditioner's emb_models of tests/fixtures/tiny-sdxl.yaml (tiny) or of
+    configs/stable-diffusion/sdxl-base-inference.yaml (full size), as plain dicts."""
+    path = TINY_SDXL_CONFIG if tiny else SDXL_CONFIG
+    return OmegaConf.to_container(OmegaConf.load(path).model.params.conditioner_config.params.emb_models)
 
 
 def _strict(twin: torch.nn.Module, sd: dict) -> torch.nn.Module:

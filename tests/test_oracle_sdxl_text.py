@@ -96,7 +96,7 @@ def test_tiny_sdxl_text_encoders_match_transformers_via_diffusers_converters():
 def test_full_size_sdxl_text_encoders_match_transformers_via_diffusers_converters():
     """CLIP ViT-L (123M, layer_idx 11) and OpenCLIP ViT-bigG (695M, 32 blocks): ~7 GB with the twins."""
     with torch.device("meta"):
-        conditioner = GeneralConditioner(emb_models(outdim=256, tiny=False))
+        conditioner = GeneralConditioner(emb_models(tiny=False))
     conditioner.to_empty(device="cpu")
     conditioner.reset_buffers()
     clip_l, big_g = conditioner.text_encoders

@@ -210,3 +210,24 @@ def test_tokenizers_pad_as_diffusers_sdxl_tokenizers(conditioner):
     # The "!" BPE token stays text on bigG (pad by id, not by the "!" string; diffusers #4153).
     (bang,) = tokenizer("!!", add_special_tokens=False)["input_ids"]
     assert big_g.tokenize("wow!!")[0, 2].item() == bang
+
+
+def test_full_size_conditioner_has_the_sd_xl_base_layout():
+    """sdxl-base-inference.yaml's conditioner, built on meta: the key layout and shapes of sd_xl_base_1.0."""
+    with torch.device("meta"):
+        full = GeneralConditioner(emb_models(tiny=False))
+    clip_l, big_g = full.text_encoders
+    assert (clip_l.columns, big_g.columns, full.width, full.vector_width) == (
+        slice(0, 768),
+        slice(768, 2048),
+        2048,
+        2816,
+    )
+    assert (clip_l.n_blocks, big_g.n_blocks, clip_l.max_length) == (11, 31, 77)
+    shapes = {k: tuple(v.shape) for k, v in full.state_dict().items()}
+    assert shapes["embedders.0.transformer.text_model.embeddings.token_embedding.weight"] == (49408, 768)
+    assert shapes["embedders.0.transformer.text_model.encoder.layers.11.mlp.fc2.weight"] == (768, 3072)
+    assert shapes["embedders.1.model.token_embedding.weight"] == (49408, 1280)
+    assert shapes["embedders.1.model.transformer.resblocks.31.attn.in_proj_weight"] == (3840, 1280)
+    assert shapes["embedders.1.model.text_projection"] == (1280, 1280) and shapes["embedders.1.model.logit_scale"] == ()
+    assert not any(".layers.12." in k or ".resblocks.32." in k for k in shapes)
