@@ -140,3 +140,17 @@ def test_snapshots_are_safetensors_for_sdxl_and_pt_otherwise(conditioner_module,
     (term,) = read_embedding_file(tmp_path / "checkpoints" / "embeddings.safetensors")
     assert term.step == 10 and term.token == "*" and term.part_widths == (L, G)
     assert find_snapshots(tmp_path) == [tmp_path / "checkpoints" / "embeddings_gs-10.safetensors"]
+
+
+def test_a_library_for_the_model_checks_where_sdxl_terms_split(tiny_sdxl_model, tiny_model, tmp_path):
+    from ldm.embeddings.library import EmbeddingLibrary
+
+    library = EmbeddingLibrary.for_model(tiny_sdxl_model)
+    assert library.dim == L + G and library.part_widths == (L, G)
+    sd1 = EmbeddingLibrary.for_model(tiny_model)
+    assert sd1.dim == tiny_model.cond_stage_model.width and sd1.part_widths is None
+    path = tmp_path / "swapped.safetensors"
+    save_file({"clip_l": torch.randn(1, G), "clip_g": torch.randn(1, L)}, str(path))
+    with pytest.raises(EmbeddingFileError, match="clip_l 64 \\+ clip_g 32"):
+        library.load(path)
+    assert EmbeddingLibrary(2048).part_widths == (768, 1280)  # a 2048-wide model is real SDXL

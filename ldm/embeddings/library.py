@@ -31,11 +31,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
+from typing import Any
 
 from ldm.embeddings import diffusers_pair
 from ldm.embeddings.families import check_width
 from ldm.embeddings.formats import embedding_source, read_embedding_file
 from ldm.embeddings.loaded import EmbeddingFileError, LoadedEmbedding, check_finite
+from ldm.embeddings.sdxl import SDXL_WIDTH, SDXL_WIDTHS
 from ldm.errors import ConfigError, LdmUserError
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ class EmbeddingLibrary:
         part_widths: Sequence[int] | None = None,
     ):
         self.dim = int(dim)
+        if part_widths is None and self.dim == SDXL_WIDTH:
+            part_widths = SDXL_WIDTHS  # a 2048-wide model is SDXL: CLIP-L 768 + bigG 1280
         self.part_widths = tuple(int(w) for w in part_widths) if part_widths is not None else None
         self.directory = Path(directory).expanduser() if directory is not None else None
         if self.directory is not None and self.directory.exists() and not self.directory.is_dir():
@@ -111,6 +115,17 @@ class EmbeddingLibrary:
         for path in paths:
             self.load(path)
         self.refresh()
+
+    @classmethod
+    def for_model(
+        cls, model: Any, paths: Sequence[PathLike] = (), directory: PathLike | None = None
+    ) -> EmbeddingLibrary:
+        """A library for `model`'s text encoders (`model.text_encoders`, else its `cond_stage_model`): `dim`
+        their widths summed, and for two encoders (SDXL) each one's width as `part_widths`."""
+        encoders = getattr(model, "text_encoders", None)
+        encoders = list(encoders) if encoders is not None else [model.cond_stage_model]
+        widths = [int(e.token_embedding.weight.shape[1]) for e in encoders]
+        return cls(sum(widths), paths, directory, part_widths=widths if len(widths) > 1 else None)
 
     # -- loading ------------------------------------------------------------------------------------
     def _read(self, path: Path) -> list[tuple[str, LoadedEmbedding]]:
