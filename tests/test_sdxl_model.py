@@ -84,6 +84,25 @@ def test_latent_sides_that_do_not_halve_evenly_come_back_to_their_size(tiny_sdxl
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def test_sd1_unet_at_a_40_px_side_no_longer_crashes(tiny_model):
+    x = torch.randn(1, 4, 5, 8)  # 40 x 64 px: the 5-latent side halves to 3, then comes back to 5
+    with torch.no_grad():
+        out = tiny_model.apply_model(x, torch.tensor([10]), torch.randn(1, 77, tiny_model.text_width))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_default_image_side_of_sdxl_configs(tiny_sdxl_config):
+    from sd_helpers import SDXL_CONFIG
+
+    from ldm.image_size import default_image_side
+
+    assert default_image_side(SDXL_CONFIG) == 1024
+    assert default_image_side(tiny_sdxl_config) == 64
+    node = tiny_sdxl_config.model.copy()
+    del node.params["image_size"]  # sgm's own configs carry none: SDXL's 1024
+    assert default_image_side(node) == 1024
+
+
 def test_fp16_keeps_the_sdxl_vae_in_float32(tiny_sdxl_config, caplog):
     from ldm.model_loading import build_model
 
