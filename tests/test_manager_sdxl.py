@@ -154,3 +154,15 @@ def test_a_library_for_the_model_checks_where_sdxl_terms_split(tiny_sdxl_model, 
     with pytest.raises(EmbeddingFileError, match="clip_l 64 \\+ clip_g 32"):
         library.load(path)
     assert EmbeddingLibrary(2048).part_widths == (768, 1280)  # a 2048-wide model is real SDXL
+
+
+def test_ctrl_c_saves_the_sdxl_embedding_under_its_snapshot_name(conditioner_module, tmp_path):
+    from ldm.callbacks.resume_checkpoint import ResumeCheckpoint
+
+    m = manager(conditioner_module, initializer_words=["cat"])
+    saved = []
+    trainer = SimpleNamespace(global_rank=0, global_step=7, save_checkpoint=saved.append)
+    ResumeCheckpoint(str(tmp_path)).on_exception(trainer, SimpleNamespace(embedding_manager=m), KeyboardInterrupt())
+    assert saved == [tmp_path / "last.ckpt"]
+    (term,) = read_embedding_file(tmp_path / "embeddings.safetensors")
+    assert term.step == 7 and torch.equal(term.vectors, m.embedding_parameters()[0].detach())
