@@ -25,9 +25,11 @@ SAMPLER_NAMES = ("ddim", "plms", "k_euler", "k_euler_a", "k_heun", "k_lms")  # c
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="SD v1 .ckpt or .safetensors")
+    p.add_argument("--ckpt", required=True, help="SD 1.x/2.x/SDXL .ckpt or .safetensors")
     p.add_argument(
-        "--config", default="configs/stable-diffusion/v1-finetune.yaml", help="model config (default: %(default)s)"
+        "--config",
+        default="configs/stable-diffusion/v1-finetune.yaml",
+        help="model config (default: %(default)s; SDXL: configs/stable-diffusion/sdxl-finetune.yaml)",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--embeddings", nargs="+", metavar="FILE", help="embedding files, one column each, in order")
@@ -45,8 +47,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=42, help="seed of every cell (default: %(default)s)")
     p.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=30, help="sampling steps (default: %(default)s)")
-    p.add_argument("--H", type=int, default=512, help="cell height in pixels, multiple of 8 (default: %(default)s)")
-    p.add_argument("--W", type=int, default=512, help="cell width in pixels, multiple of 8 (default: %(default)s)")
+    size = "multiple of 8; default: the config's training size, 512 (768 for SD 2.x v, 1024 for SDXL)"
+    p.add_argument("--H", type=int, default=None, help=f"cell height in pixels ({size})")
+    p.add_argument("--W", type=int, default=None, help=f"cell width in pixels ({size})")
     p.add_argument(
         "--scale",
         type=float_arg(0, MAX_CFG_SCALE),

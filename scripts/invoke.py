@@ -26,14 +26,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--config",
         default="configs/stable-diffusion/v1-inference.yaml",
-        help="model config (SD 2.x: configs/stable-diffusion/v2-inference-v.yaml, or v2-inference.yaml for 512-base)",
+        help="model config (SD 2.x: configs/stable-diffusion/v2-inference-v.yaml, or v2-inference.yaml for 512-base; "
+        "SDXL: configs/stable-diffusion/sdxl-base-inference.yaml)",
     )
     p.add_argument(
         "--weights",
         "--ckpt",
         dest="weights",
         default="models/ldm/stable-diffusion-v1/model.ckpt",
-        help="SD 1.x/2.x .ckpt, .safetensors or diffusers folder",
+        help="SD 1.x/2.x/SDXL .ckpt, .safetensors or diffusers folder",
     )
     p.add_argument("--embedding_path", action="append", default=[], help="an embedding file (repeatable)")
     p.add_argument(
@@ -47,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--seed", type=int_arg(*SEED_RANGE), default=None, help="default seed (random per command when unset)"
     )
     p.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=50, help="default steps")
-    size = "default: the config's training size, 512 (768 for v2-inference-v.yaml)"
+    size = "default: the config's training size, 512 (768 for v2-inference-v.yaml, 1024 for SDXL)"
     p.add_argument("--width", "-W", type=int_arg(None), default=None, help=size)
     p.add_argument("--height", "-H", type=int_arg(None), default=None, help=size)
     p.add_argument("--cfg_scale", "-C", type=float_arg(0, MAX_CFG_SCALE), default=7.5)

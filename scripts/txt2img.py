@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Text to image with an SD v1 checkpoint; the flags of the paper repo's stable_txt2img.py, plus
+"""Text to image with an SD 1.x, 2.x or SDXL checkpoint; the flags of the paper repo's stable_txt2img.py, plus
 --sampler, --negative_prompt and --device. Writes OUTDIR/samples/NNNNN.png and OUTDIR/grid-NNNN.png."""
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n_iter", type=int_arg(1, MAX_ITERATIONS), default=1, help="batches to sample")
     p.add_argument("--n_samples", type=int_arg(1), default=1, help="images per batch (per prompt)")
     p.add_argument("--n_rows", type=int_arg(0), default=0, help="images per grid row (default: n_samples)")
-    size = "multiple of 8, up to 4096; default: the config's training size, 512 (768 for v2-inference-v.yaml)"
+    size = "multiple of 8, up to 4096; default: the config's training size, 512 (768 for v2-inference-v.yaml, "
+    size += "1024 for SDXL)"
     p.add_argument("--H", type=int_arg(None), default=None, help=f"image height in pixels ({size})")
     p.add_argument("--W", type=int_arg(None), default=None, help=f"image width in pixels ({size})")
     p.add_argument(
@@ -49,12 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--config",
         default="configs/stable-diffusion/v1-inference.yaml",
-        help="model config (SD 2.x: configs/stable-diffusion/v2-inference-v.yaml, or v2-inference.yaml for 512-base)",
+        help="model config (SD 2.x: configs/stable-diffusion/v2-inference-v.yaml, or v2-inference.yaml for 512-base; "
+        "SDXL: configs/stable-diffusion/sdxl-base-inference.yaml)",
     )
     p.add_argument(
         "--ckpt",
         default="models/ldm/stable-diffusion-v1/model.ckpt",
-        help="SD 1.x/2.x .ckpt, .safetensors or diffusers folder",
+        help="SD 1.x/2.x/SDXL .ckpt, .safetensors or diffusers folder",
     )
     p.add_argument("--use_ema", action="store_true", help="use the model_ema.* weights of the checkpoint")
     p.add_argument("--seed", type=int_arg(*SEED_RANGE), default=42, help="seed; batch i uses seed + i")

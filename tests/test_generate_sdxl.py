@@ -1,10 +1,12 @@
-"""Generate and the scripts on the tiny SDXL: the UNet gets the context and the vector for cond and uncond
+"""Generate and the tools on the tiny SDXL: the UNet gets the context and the vector for cond and uncond
 (an empty negative is zeros, the size part says the generated size), the default size comes from the
 config (1024 for sdxl-base-inference.yaml), clip_l/clip_g embedding files are spliced into both
-encoders, img2img runs, and scripts/invoke.py generates from an SDXL checkpoint with such a file."""
+encoders, img2img runs, scripts/invoke.py generates from an SDXL checkpoint with such a file, and
+compare_embeddings and the training sample grids (log_images) work on SDXL."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -15,11 +17,15 @@ from PIL import Image
 from safetensors.torch import save_file
 from sd_helpers import ROOT, SDXL_CONFIG, TINY_SDXL_CONFIG
 
+from ldm.evaluation.compare_embeddings import compare_embeddings
 from ldm.generate import Generate
 from ldm.image_size import resolve_size
+from ldm.model_loading import load_model_from_config
 from ldm.prompts import Conditioner
+from ldm.training.log_images import log_images
 
 L, P = 32, 64  # the tiny SDXL's CLIP-L width and pooled width
+TINY_SDXL_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-sdxl-finetune.yaml"  # placeholder "*", 128 px
 
 
 @pytest.fixture(scope="module")
@@ -140,4 +146,43 @@ def test_invoke_script_generates_from_an_sdxl_checkpoint_with_an_sdxl_embedding(
     assert done.returncode == 0, done.stderr[-2000:]
     images = sorted((tmp_path / "out").glob("*.png"))
     assert len(images) == 1 and Image.open(images[0]).size == (64, 64), done.stderr[-2000:]
-    assert "mything" in Image.open(images[0]).text.get("sd-metadata", "") + done.stderr
+    assert json.loads(Image.open(images[0]).text["sd-metadata"])["image"]["embeddings"] == ["mything"]
+
+
+def test_compare_embeddings_grid_on_sdxl(tiny_sdxl_model, tiny_sdxl_ckpt, tmp_path):
+    files = []
+    for name, rows in (
+        ("cat", cat_rows(tiny_sdxl_model)),
+        ("moved", {k: v + 0.3 for k, v in cat_rows(tiny_sdxl_model).items()}),
+    ):
+        files.append(tmp_path / f"{name}.safetensors")
+        save_file({k: v.contiguous() for k, v in rows.items()}, str(files[-1]))
+    image, layout, metadata = compare_embeddings(
+        TINY_SDXL_FINETUNE,
+        tiny_sdxl_ckpt,
+        files,
+        ["a photo of *"],
+        steps=1,
+        sampler_name="k_euler",
+        device="cpu",
+        precision="full",
+    )
+    assert metadata["size"] == "128x128" and (layout.rows, layout.cols) == (1, 2)  # the config's size
+    grid = np.asarray(image.convert("RGB")).astype(np.int16)
+    cells = [grid[b[1] : b[3], b[0] : b[2]] for b in (layout.cell_box(0, c) for c in range(2))]
+    assert np.abs(cells[0] - cells[1]).mean() > 1, "the two embeddings gave the same image"
+
+
+def test_sample_grids_of_training_on_sdxl(tiny_sdxl_ckpt, monkeypatch):
+    model = load_model_from_config(TINY_SDXL_FINETUNE, tiny_sdxl_ckpt)
+    calls = []
+    real = model.apply_model
+    monkeypatch.setattr(model, "apply_model", lambda x, t, c: calls.append(c) or real(x, t, c))
+    batch = {"caption": ["a photo of *"], "image": torch.rand(1, 3, 64, 96) * 2 - 1}
+    out = log_images(model, batch, n=1, ddim_steps=1, unconditional_guidance_scale=3.0)
+    assert out["samples"].shape == out["samples_scaled"].shape == (1, 3, 64, 96)
+    guided = calls[-1]  # [uncond, cond]: the empty caption is zeros, the sizes are the batch's
+    assert guided["crossattn"][0].eq(0).all() and guided["vector"][0, :P].eq(0).all()
+    with torch.no_grad():
+        expected = model.prompt_conditioner(["a photo of *"], target_size=(64, 96))
+    torch.testing.assert_close(guided["vector"][1], expected["vector"][0], rtol=0, atol=0)

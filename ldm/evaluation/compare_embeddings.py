@@ -174,8 +174,8 @@ def compare_embeddings(
     prompts: Sequence[str],
     seed: int = 42,
     steps: int = 30,
-    width: int = 512,
-    height: int = 512,
+    width: int | None = None,
+    height: int | None = None,
     cfg_scale: float = 7.5,
     sampler_name: str = "k_lms",
     negative_prompt: str = "",
@@ -184,13 +184,16 @@ def compare_embeddings(
     precision: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Image.Image, GridLayout, dict[str, str]]:
-    """Build the model once, render every cell, and return (labelled grid, its layout, PNG text metadata)."""
+    """Build the model once, render every cell, and return (labelled grid, its layout, PNG text metadata).
+    `width`/`height` not given: the config's training size (512, 768, or 1024 for SDXL)."""
     from ldm.devices import choose_device, choose_dtype
     from ldm.generate import Generate, check_size
+    from ldm.image_size import resolve_size
     from ldm.model_loading import load_model_from_config
     from ldm.models.diffusion.sample import check_steps
     from ldm.models.diffusion.sampling import get_sampler
 
+    width, height = resolve_size(width, height, config)
     check_size(width, height)
     check_steps(steps)
     snaps = read_snapshots(snapshots)
@@ -204,7 +207,9 @@ def compare_embeddings(
     log.info("loading %s with %s", ckpt, config)
     model = load_model_from_config(node, ckpt, device=torch_device, dtype=dtype)
     # Handed the model, Generate's conditioner takes the manager's placeholders as terms (swapped per column).
-    generate = Generate(model=model, device=str(torch_device), precision=precision, sampler_name=sampler_name)
+    generate = Generate(
+        config=config, model=model, device=str(torch_device), precision=precision, sampler_name=sampler_name
+    )
     cells = render_cells(
         generate,
         snaps,
