@@ -130,11 +130,10 @@ class LatentDiffusion(pl.LightningModule):
         _one_of("cond_stage_config", cond_stage_config, "conditioner_config", conditioner_config)
         if first_stage_config is None:
             raise ConfigError("model.params has no first_stage_config (the VAE); copy it from the model's config")
-        parameterization = _parameterization(parameterization, denoiser_config)
         unknown = sorted(set(kwargs) - _ACCEPTED_UNUSED - set(TRAINING_TOP_LEVEL_KEYS))
         if unknown:
             log.warning("LatentDiffusion ignores unknown config keys: %s", ", ".join(unknown))
-        self.parameterization = check_parameterization(parameterization)  # "eps" or "v"; the config decides
+        self.parameterization = _parameterization(parameterization, denoiser_config)  # the config decides
         self.num_timesteps = int(timesteps)
         self.scale_factor = float(scale_factor)
         self.use_ema = use_ema  # read by the loader: take `model_ema.*` weights from the file
