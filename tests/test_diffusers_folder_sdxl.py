@@ -191,3 +191,57 @@ def test_checkpoint_written_from_the_folder_loads(folder, loaded, tmp_path):
     got = model.state_dict()
     for key, value in loaded.state_dict().items():
         assert torch.equal(got[key], value), key
+
+
+def test_full_size_sdxl_folder_layout_maps_onto_sd_xl_base_keys():
+    """On the meta device (no weights): the real SDXL diffusers modules (configs from diffusers' own
+    create_*_config_from_ldm on our sdxl-base-inference.yaml, 1024 px) rename onto exactly the keys and
+    shapes of our full-size SDXL model, all but bigG's logit_scale."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        create_unet_diffusers_config_from_ldm,
+        create_vae_diffusers_config_from_ldm,
+    )
+    from sdxl_text_helpers import SDXL_CONFIG
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from ldm.diffusers_folder import unet_to_ldm, vae_to_ldm
+    from ldm.diffusers_sd2 import text_encoder_to_open_clip
+    from ldm.diffusers_sdxl import CLIP_L_PREFIX, _clip_l_to_ldm
+    from ldm.model_loading import _build_on_meta
+    from ldm.modules.encoders.modules import VIT_L14_TEXT
+
+    cfg = load_config(SDXL_CONFIG)
+    networks = ("model.diffusion_model.", "first_stage_model.", "conditioner.")  # not the noise schedule
+    ours = {k: tuple(v.shape) for k, v in _build_on_meta(cfg.model).state_dict().items() if k.startswith(networks)}
+    container = OmegaConf.to_container(cfg)
+    meta_sd = {k: torch.empty(s, device="meta") for k, s in ours.items()}
+    ucfg = create_unet_diffusers_config_from_ldm(container, meta_sd, image_size=1024)
+    assert ucfg["addition_embed_type"] == "text_time" and ucfg["transformer_layers_per_block"] == [1, 2, 10]
+    big_g = CLIPTextConfig(
+        hidden_size=1280,
+        intermediate_size=5120,
+        num_hidden_layers=32,
+        num_attention_heads=20,
+        projection_dim=1280,
+        hidden_act="gelu",
+        max_position_embeddings=77,
+    )
+    with torch.device("meta"):
+        parts = {
+            "unet": (UNet2DConditionModel(**ucfg), unet_to_ldm),
+            "vae": (
+                AutoencoderKL(**create_vae_diffusers_config_from_ldm(container, meta_sd, image_size=1024)),
+                vae_to_ldm,
+            ),
+            "text_encoder": (CLIPTextModel(CLIPTextConfig(**VIT_L14_TEXT)), _clip_l_to_ldm),
+            "text_encoder_2": (
+                CLIPTextModelWithProjection(big_g),
+                lambda sd, source: text_encoder_to_open_clip(sd, source, BIG_G_PREFIX, projection=True),
+            ),
+        }
+    converted = {}
+    for name, (module, convert) in parts.items():
+        converted.update(convert(module.state_dict(), source=name))
+    assert f"{CLIP_L_PREFIX}encoder.layers.11.mlp.fc2.weight" in converted
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {k: s for k, s in ours.items() if k != LOGIT_SCALE}
