@@ -22,11 +22,18 @@ def conditioner() -> GeneralConditioner:
     return randomize_(GeneralConditioner(emb_models()), seed=1).eval()
 
 
+def _share_tokenizer(encoder, conditioner: GeneralConditioner, index: int):
+    """Give a fresh encoder the fixture's loaded tokenizer (loading one costs about a second)."""
+    encoder._tokenizer = conditioner.text_encoders[index].tokenizer
+    return encoder
+
+
 # -- CLIP-L -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer_idx", [1, 2, 3])
-def test_clip_hidden_layer_is_transformers_hidden_state_without_final_norm(layer_idx):
+@pytest.mark.parametrize("layer_idx", [1, 3])  # 2 (the tiny SDXL one) in the conditioner and the oracle
+def test_clip_hidden_layer_is_transformers_hidden_state_without_final_norm(layer_idx, conditioner):
     torch.manual_seed(0)
     enc = randomize_(FrozenCLIPEmbedder(layer="hidden", layer_idx=layer_idx, text_config=CLIP_L_TINY))
+    _share_tokenizer(enc, conditioner, 0)
     tokens = enc.tokenize(["a photo of a cat", "a dog"])
     with torch.no_grad():
         ours = enc.encode_tokens(tokens)
@@ -46,8 +53,8 @@ def test_clip_layer_idx_is_checked(params):
         FrozenCLIPEmbedder(text_config=CLIP_L_TINY, **params)
 
 
-def test_clip_pads_with_eos_and_owns_all_columns_alone():
-    enc = FrozenCLIPEmbedder(text_config=CLIP_L_TINY)
+def test_clip_pads_with_eos_and_owns_all_columns_alone(conditioner):
+    enc = _share_tokenizer(FrozenCLIPEmbedder(text_config=CLIP_L_TINY), conditioner, 0)
     (row,) = enc.tokenize("a cat").tolist()
     assert row[:2] == [49406, 320] and row[3:] == [49407] * 74
     assert enc.columns == slice(0, 32) and enc.embedding_key is None and not enc.returns_pooled
@@ -68,8 +75,8 @@ def _raw_blocks(enc, embeds: torch.Tensor, n: int) -> torch.Tensor:
     return x
 
 
-def test_big_g_context_is_penultimate_without_ln_final_and_legacy_is_sd2():
-    sdxl = _big_g(layer="penultimate", legacy=False, always_return_pooled=True)
+def test_big_g_context_is_penultimate_without_ln_final_and_legacy_is_sd2(conditioner):
+    sdxl = _share_tokenizer(_big_g(layer="penultimate", legacy=False, always_return_pooled=True), conditioner, 1)
     tokens = sdxl.tokenize(["a photo of a cat", ""])
     embeds = sdxl.token_embedding(tokens)
     with torch.no_grad():
@@ -83,8 +90,8 @@ def test_big_g_context_is_penultimate_without_ln_final_and_legacy_is_sd2():
         torch.testing.assert_close(sd2.encode_embeddings(embeds), sdxl.model.ln_final(raw), rtol=0, atol=0)
 
 
-def test_big_g_pools_ln_final_of_last_block_at_eos_times_projection():
-    enc = _big_g(layer="penultimate", legacy=False, always_return_pooled=True)
+def test_big_g_pools_ln_final_of_last_block_at_eos_times_projection(conditioner):
+    enc = _share_tokenizer(_big_g(layer="penultimate", legacy=False, always_return_pooled=True), conditioner, 1)
     assert enc.returns_pooled and enc.tokenize("a cat")[0, 4:].eq(0).all()  # bigG pads with 0
     tokens = enc.tokenize(["a photo of a cat", "a dog"])
     embeds = enc.token_embedding(tokens)
@@ -181,6 +188,8 @@ def test_conditioner_config_errors(change, message):
 def test_meta_build_then_reset_buffers(conditioner):
     with torch.device("meta"):
         built = GeneralConditioner(emb_models())
+    for index, encoder in enumerate(built.text_encoders):
+        _share_tokenizer(encoder, conditioner, index)
     built.to_empty(device="cpu")
     built.reset_buffers()
     built.load_state_dict(conditioner.state_dict())
