@@ -243,6 +243,16 @@ def test_sdxl_library_lists_a_pair_once_and_skips_sd1_files_naming_the_family(tm
     (sd1,) = warnings
     assert "old-sd1.pt" in sd1 and "768 wide" in sd1 and "SD 1.x" in sd1 and "SDXL model" in sd1, sd1
 
+    # A lone second file is skipped naming its missing first half; a first file arriving completes the pair.
+    lone = tmp_path / "lone"
+    diffusers_pair_files(lone, "<half>", vectors(1, L), vectors(1, G))
+    (lone / "learned_embeds.safetensors").rename(tmp_path / "kept.safetensors")
+    caplog.clear()
+    half = EmbeddingLibrary(L + G, directory=lone)
+    assert half.names() == [] and "learned_embeds.safetensors" in half.skipped["learned_embeds_2.safetensors"]
+    (tmp_path / "kept.safetensors").rename(lone / "learned_embeds.safetensors")
+    assert half.refresh() and half.names() == ["<half>"] and half.skipped == {}
+
     # A change to the pair's second file re-reads the pair.
     new_g = vectors(1, G, 7)
     save_file({"<toy>": new_g}, str(folder / "learned_embeds_2.safetensors"), metadata={"format": "pt"})

@@ -24,7 +24,7 @@ from ldm.embeddings.sdxl import CLIP_G, CLIP_L, join_halves, split_halves
 
 FIRST, SECOND = "learned_embeds", "learned_embeds_2"
 SUFFIXES = (".safetensors", ".bin")
-_NAME = re.compile(r"^learned_embeds(?P<second>_2)?(?P<tail>-steps-\d+)?(?P<suffix>\.safetensors|\.bin)$", re.I)
+_NAME = re.compile(r"^learned_embeds(?P<second>_2)?(?P<tail>-steps-\d+)?(?P<suffix>\.safetensors|\.bin)$")
 
 
 def pair_of(path: Path) -> tuple[Path, Path] | None:
