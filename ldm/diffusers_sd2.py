@@ -143,8 +143,17 @@ def check_prediction_type(folder: Path, parameterization: str) -> None:
     theirs = PREDICTION_TYPES.get(scheduler.get("prediction_type")) if isinstance(scheduler, dict) else None
     if theirs is None or theirs == parameterization:
         return
-    config = "v2-inference-v.yaml (768 v-model)" if theirs == "v" else "v2-inference.yaml (512-base)"
+    from ldm.diffusers_sdxl import is_sdxl_folder  # it imports this module
+
+    if is_sdxl_folder(folder):  # one SDXL inference config; a v-prediction finetune sets the key
+        fix = (
+            f"set model.params.parameterization: {theirs} in a copy of "
+            "configs/stable-diffusion/sdxl-base-inference.yaml"
+        )
+    else:
+        config = "v2-inference-v.yaml (768 v-model)" if theirs == "v" else "v2-inference.yaml (512-base)"
+        fix = f"pass --config configs/stable-diffusion/{config}"
     raise CheckpointError(
         f"diffusers folder {folder} predicts {scheduler['prediction_type']} (scheduler/scheduler_config.json) "
-        f"but the config says parameterization {parameterization!r}; pass --config configs/stable-diffusion/{config}"
+        f"but the config says parameterization {parameterization!r}; {fix}"
     )

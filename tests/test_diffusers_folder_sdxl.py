@@ -245,3 +245,13 @@ def test_full_size_sdxl_folder_layout_maps_onto_sd_xl_base_keys():
         converted.update(convert(module.state_dict(), source=name))
     assert f"{CLIP_L_PREFIX}encoder.layers.11.mlp.fc2.weight" in converted
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: s for k, s in ours.items() if k != LOGIT_SCALE}
+
+
+def test_v_prediction_folder_with_the_eps_config_says_what_to_set(folder, tmp_path):
+    vpred = _copy(folder[1], tmp_path, "vpred")
+    scheduler = vpred / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps({**json.loads(scheduler.read_text()), "prediction_type": "v_prediction"}))
+    with pytest.raises(CheckpointError) as err:
+        load_model_from_config(TINY_SDXL, vpred)
+    message = _one_line(err.value)
+    assert "v_prediction" in message and "parameterization: v" in message and "sdxl-base-inference.yaml" in message
