@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from sd_helpers import ROOT
-from train_helpers import TINY_FINETUNE, make_concept, only_run_dir, run_main, tiny_env
+from train_helpers import TINY_FINETUNE, make_concept, make_mixed_photos, only_run_dir, run_main, tiny_env
 
 from ldm.embeddings import read_embedding_file
 from ldm.embeddings.formats import write_embedding_file
@@ -21,6 +21,7 @@ from ldm.embeddings.loaded import LoadedEmbedding
 STEPS, EVERY, KILL_AT = 16, 6, 9  # snapshots at 6 and 12; the kill at 9 loses steps 7-9
 TOY_CONFIG = ROOT / "configs" / "toy-world" / "finetune.yaml"
 TOY_WEIGHTS = ROOT / "models" / "toy-world" / "toy-world.safetensors"
+TINY_SDXL_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-sdxl-finetune.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,9 @@ def family_args(family: str, tiny_ckpt: Path, concept: Path, logdir: Path, steps
         + ["--init_word", "sculpture", "--scale_lr", "false"],
         "toy-world": ["--base", str(TOY_CONFIG), "--actual_resume", str(TOY_WEIGHTS)]
         + ["--data_root", str(ROOT / "training_data" / "toy-purple-star"), "--init_word", "shape"],
+        # tiny_ckpt is the tiny SDXL file here, concept a folder of mixed-aspect photos (bucketed)
+        "tiny-sdxl": ["--base", str(TINY_SDXL_FINETUNE), "--actual_resume", str(tiny_ckpt), "--data_root", str(concept)]
+        + ["--init_word", "cat", "--scale_lr", "false"],
     }
     # The same tiny model with every knob the step stream depends on moved off its default.
     families["tiny-sd1-knobs"] = families["tiny-sd1"] + [
@@ -70,6 +74,7 @@ def tiny_reference(tiny_ckpt, concept, tmp_path_factory) -> Path:
 
 
 def _resume_after_sigkill(family: str, reference: Path, tiny_ckpt: Path, concept: Path, tmp_path: Path) -> None:
+    ext = ".safetensors" if family == "tiny-sdxl" else ".pt"  # SDXL embeddings are clip_l/clip_g files
     killed = tmp_path / "killed"
     args = family_args(family, tiny_ckpt, concept, killed)
     proc = subprocess.run(
@@ -84,19 +89,21 @@ def _resume_after_sigkill(family: str, reference: Path, tiny_ckpt: Path, concept
     run_dir = only_run_dir(killed)
     ck = run_dir / "checkpoints"
     # Killed between snapshots: the step-6 state is on disk, steps 7-9 are lost, step 12 never came.
-    assert saved_step(run_dir) == EVERY and not (ck / f"embeddings_gs-{2 * EVERY}.pt").exists()
-    assert read_embedding_file(ck / "embeddings.pt")[0].step == EVERY
+    assert saved_step(run_dir) == EVERY and not (ck / f"embeddings_gs-{2 * EVERY}{ext}").exists()
+    assert read_embedding_file(ck / f"embeddings{ext}")[0].step == EVERY
 
     resumed = run_main(["-r", str(run_dir)])  # nothing repeated: seed and lr rule come from the run's record
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert saved_step(run_dir) == STEPS
-    for name in (f"embeddings_gs-{2 * EVERY}.pt", "embeddings.pt"):
+    for name in (f"embeddings_gs-{2 * EVERY}{ext}", f"embeddings{ext}"):
         expected = vectors(reference / "checkpoints" / name)
         assert torch.allclose(vectors(ck / name), expected, atol=1e-5, rtol=0), name
-    assert not torch.allclose(vectors(ck / f"embeddings_gs-{EVERY}.pt"), vectors(ck / "embeddings.pt"))
+    assert not torch.allclose(vectors(ck / f"embeddings_gs-{EVERY}{ext}"), vectors(ck / f"embeddings{ext}"))
     for f in run_dir.rglob("*"):
         if f.suffix in (".pt", ".ckpt"):
             torch.load(f, weights_only=True)  # every file loads: none is truncated
+        elif f.suffix == ".safetensors":
+            read_embedding_file(f)
 
 
 def test_tiny_sd1_resume_after_sigkill_equals_uninterrupted_run(tiny_reference, tiny_ckpt, concept, tmp_path):
@@ -112,6 +119,14 @@ def test_toy_world_resume_after_sigkill_equals_uninterrupted_run(tiny_ckpt, conc
 def test_resume_after_sigkill_with_random_latents_cosine_lr_and_accumulation(tiny_ckpt, concept, tmp_path):
     reference = trained(family_args("tiny-sd1-knobs", tiny_ckpt, concept, tmp_path / "straight"))
     _resume_after_sigkill("tiny-sd1-knobs", reference, tiny_ckpt, concept, tmp_path)
+
+
+@pytest.mark.slow
+def test_tiny_sdxl_resume_after_sigkill_equals_uninterrupted_run(tiny_sdxl_ckpt, tmp_path):
+    """SDXL: the bucketed stream, both encoders' vectors and the clip_l/clip_g snapshots resume exactly."""
+    photos = make_mixed_photos(tmp_path / "mixed")
+    reference = trained(family_args("tiny-sdxl", tiny_sdxl_ckpt, photos, tmp_path / "straight"))
+    _resume_after_sigkill("tiny-sdxl", reference, tiny_sdxl_ckpt, photos, tmp_path)
 
 
 def test_resume_keeps_the_runs_seed(tiny_reference):
