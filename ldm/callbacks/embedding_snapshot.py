@@ -61,7 +61,7 @@ class EmbeddingSnapshot(pl.Callback):
         what = f"loss is {self._bad_loss}" if self._bad_loss else "the learned vectors became NaN/inf"
         # One process stops at the bad loss; DDP ranks stop together once the shared vectors show it.
         if not _finite(pl_module) or (self._bad_loss and trainer.world_size == 1):
-            raise diverged(self._good_step + 1, what)
+            raise diverged(self._good_step + 1, what, embedding_file_name(pl_module.embedding_manager))
         if step != self._good_step:  # the optimizer stepped and the vectors are fine: a new step begins
             self._bad_loss = ""
         if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", None) != step:
@@ -73,7 +73,7 @@ class EmbeddingSnapshot(pl.Callback):
         self.save(trainer, pl_module, with_step=False)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """A diverged step: put the vectors from before it back and write them as embeddings.pt."""
+        """A diverged step: put the vectors from before it back and write them as embeddings.pt (.safetensors)."""
         if not isinstance(exception, TrainingDivergedError):
             return
         if _finite(pl_module):  # a bad loss in a batch that did not step: these are the good ones
@@ -101,14 +101,15 @@ def check_ranks_agree(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Non
     log.info("vectors synchronised across %d ranks", trainer.world_size)
 
 
-def diverged(step: int, what: str) -> TrainingDivergedError:
-    """The one-line error of a run stopped at `step` (1-based), naming what to change."""
+def diverged(step: int, what: str, latest: str = "embeddings.pt") -> TrainingDivergedError:
+    """The one-line error of a run stopped at `step` (1-based), naming what to change; `latest` is the file
+    that holds the embedding to go on from (embedding_file_name)."""
     if step <= 1:
         return TrainingDivergedError(
-            f"step {step}: {what}; embeddings.pt holds the starting embedding; check --init_word or "
+            f"step {step}: {what}; {latest} holds the starting embedding; check --init_word or "
             "--embedding_manager_ckpt, or lower the learning rate (model.base_learning_rate)"
         )
     return TrainingDivergedError(
-        f"step {step}: {what}; embeddings.pt holds the last good embedding (step {step - 1}); lower the learning "
+        f"step {step}: {what}; {latest} holds the last good embedding (step {step - 1}); lower the learning "
         "rate (model.base_learning_rate) and go on from it with --embedding_manager_ckpt"
     )
