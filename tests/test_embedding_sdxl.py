@@ -73,6 +73,18 @@ def test_a1111_kohya_clip_files_read_as_one_term_named_by_the_stem(tmp_path, con
     assert same_bits(term.vectors, torch.cat([clip_l, clip_g], dim=1))
 
 
+def test_pivotal_tuning_keys_read_as_clip_l_and_clip_g(tmp_path):
+    path = tmp_path / "pivotal_emb.safetensors"
+    clip_l, clip_g = vectors(2, L, 8), vectors(2, G, 9)
+    save_file({"text_encoders_0": clip_l, "text_encoders_1": clip_g}, str(path))
+    (term,) = read_embedding_file(path)
+    assert term.name == "pivotal_emb" and same_bits(term.vectors, torch.cat([clip_l, clip_g], dim=1))
+    save_file({"text_encoders_0": clip_l, "text_encoders_1": vectors(2, 1024)}, str(path))
+    with pytest.raises(EmbeddingFileError) as exc:
+        read_embedding_file(path)
+    one_line(exc, str(path), "'text_encoders_1' is 1024 wide", "clip_g")
+
+
 def diffusers_pair_files(folder: Path, token: str, clip_l, clip_g, tail: str = "", suffix: str = ".safetensors"):
     """What diffusers' textual_inversion_sdxl.py writes: {token: [n, W]} twice, metadata format=pt."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,22 @@ SDXL_KEYS = (CLIP_L, CLIP_G)
 SDXL_WIDTHS = (768, 1280)  # CLIP ViT-L, OpenCLIP ViT-bigG
 SDXL_WIDTH = sum(SDXL_WIDTHS)
 PART_NAMES = {CLIP_L: "CLIP ViT-L", CLIP_G: "OpenCLIP ViT-bigG"}
+# Older diffusers pivotal-tuning scripts (train_dreambooth_lora_sdxl_advanced.py) keyed the halves by encoder.
+OTHER_KEYS = ("text_encoders_0", "text_encoders_1")
+
+
+def sdxl_keys(obj: Any) -> tuple[str, str] | None:
+    """The keys holding an SDXL dict's (CLIP-L, bigG) halves, or None for another kind of dict."""
+    if not isinstance(obj, Mapping):
+        return None
+    for keys in (SDXL_KEYS, OTHER_KEYS):
+        if all(k in obj for k in keys):
+            return keys
+    return None
 
 
 def is_sdxl_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and CLIP_L in obj and CLIP_G in obj
+    return sdxl_keys(obj) is not None
 
 
 def split_of(term: LoadedEmbedding) -> tuple[int, int] | None:
@@ -90,5 +102,6 @@ def not_sdxl(term: LoadedEmbedding) -> str:
 
 def sdxl_term(obj: Mapping[str, Any], where: str, name: str, **fields: Any) -> LoadedEmbedding:
     """The one term of a {"clip_l", "clip_g"} dict (other keys are ignored: some tools add metadata)."""
-    vectors, widths = join_halves(obj, where)
+    keys = sdxl_keys(obj) or SDXL_KEYS
+    vectors, widths = join_halves({CLIP_L: obj[keys[0]], CLIP_G: obj[keys[1]]}, where, labels=keys)
     return LoadedEmbedding(name, vectors, part_widths=widths, **fields)
