@@ -255,3 +255,20 @@ def test_v_prediction_folder_with_the_eps_config_says_what_to_set(folder, tmp_pa
         load_model_from_config(TINY_SDXL, vpred)
     message = _one_line(err.value)
     assert "v_prediction" in message and "parameterization: v" in message and "sdxl-base-inference.yaml" in message
+
+
+def test_generate_from_the_folder_matches_the_checkpoint(ours, folder, tmp_path):
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from ldm.generate import Generate
+
+    ckpt = tmp_path / "tiny-sdxl.safetensors"
+    save_file({k: v.contiguous() for k, v in ours[1].state_dict().items()}, str(ckpt))
+    images = []
+    for weights in (folder[1], ckpt):
+        gen = Generate(config=TINY_SDXL, weights=weights, device="cpu", precision="full", sampler_name="ddim")
+        ((image, seed),) = gen.prompt2image("a cat, highly detailed!!", steps=2, seed=3)
+        images.append(np.asarray(image))
+    assert seed == 3 and images[0].shape == (64, 64, 3) and images[0].std() > 1
+    assert np.array_equal(images[0], images[1])
