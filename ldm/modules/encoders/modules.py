@@ -1,4 +1,5 @@
-"""FrozenCLIPEmbedder: the SD v1 text encoder (CLIP ViT-L/14 text transformer), built from a config.
+"""FrozenCLIPEmbedder: the SD v1 text encoder (CLIP ViT-L/14 text transformer), built from a config; also
+SDXL's first text encoder (`layer: hidden`, `layer_idx: 11`, under `conditioner.embedders.0.`).
 
 The weights come from the SD checkpoint itself (`cond_stage_model.transformer.text_model.*`), so building
 never downloads anything. The transformer is transformers' own `CLIPTextModel`, held under a
