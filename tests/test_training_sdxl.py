@@ -230,3 +230,19 @@ def test_the_shipped_sdxl_configs_are_full_size_sdxl(name):
     ours, theirs = OmegaConf.to_container(config.model.params), OmegaConf.to_container(inference.model.params)
     for key in ("network_config", "conditioner_config", "first_stage_config", "scale_factor"):
         assert ours[key] == theirs[key], key
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_the_sdxl_word_in_buckets(tiny_sdxl_ckpt, photos, tmp_path):
+    """Two gloo ranks read interleaved batches of the bucketed stream (each batch one bucket, on either rank)
+    and keep one word: the vectors are synchronised and written once."""
+    logs = tmp_path / "logs"
+    result = run_main(sdxl_train_args(tiny_sdxl_ckpt, photos, logs, "lightning.trainer.devices=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vectors synchronised across 2 ranks" in result.stdout
+    run_dir = only_run_dir(logs)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STEPS
+    from ldm.embeddings import read_embedding_file
+
+    (term,) = read_embedding_file(embedding_file(run_dir))
+    assert term.vectors.shape[1] == 96 and torch.isfinite(term.vectors).all()
