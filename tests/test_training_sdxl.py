@@ -76,8 +76,11 @@ def test_main_trains_both_encoders_parts_of_the_word(run_dir, tiny_sdxl_model):
         part, start = term.vectors[0, encoder.columns], init[encoder.columns]
         moved = (part - start).abs().max()
         assert 0 < moved < 0.5, (encoder.embedding_key, moved)  # trained, from this encoder's init row
-    # The file people share (A1111, ComfyUI, kohya): clip_l and clip_g, each its encoder's width.
-    assert path.name == "embeddings.safetensors"
+    # The file people share (A1111, ComfyUI, kohya): clip_l and clip_g, each its encoder's width; a snapshot
+    # and sample grids at step 4, as on SD 1.x.
+    assert path.name == "embeddings.safetensors" and (path.parent / "embeddings_gs-4.safetensors").is_file()
+    grids = {p.name.split("_gs-")[0] for p in (run_dir / "images" / "train").glob(f"*_gs-{STEPS:06d}_*.png")}
+    assert grids == {"inputs", "samples", "samples_scaled", "conditioning"}, grids
     stored = load_file(path)
     assert {k: tuple(v.shape) for k, v in stored.items()} == {
         e.embedding_key: (1, e.width) for e in tiny_sdxl_model.text_encoders
