@@ -10,7 +10,6 @@ same bucket), and shuffles the groups. Everything is a pure function of (seed, k
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 from ldm.data.sample_rng import sample_rng
 
@@ -24,8 +23,9 @@ class BucketOrder:
         members: dict[tuple[int, int], list[int]] = {}
         for index, bucket in enumerate(image_buckets):
             members.setdefault(tuple(bucket), []).append(index)
-        self.members = [members[b] for b in sorted(members)]
+        self.members = tuple(tuple(members[b]) for b in sorted(members))  # image indices per bucket
         self.groups_per_epoch = sum(-(-len(m) // self.batch_size) for m in self.members)
+        self._last: tuple[tuple[int, int], tuple[tuple[int, ...], ...]] | None = None  # samples come in order
 
     def image_index(self, seed: int, k: int) -> int:
         group, position = divmod(int(k), self.batch_size)
@@ -33,10 +33,11 @@ class BucketOrder:
         return self._epoch(int(seed), epoch)[slot][position]
 
     def _epoch(self, seed: int, epoch: int) -> tuple[tuple[int, ...], ...]:
-        return _epoch_groups(seed, epoch, self.batch_size, tuple(tuple(m) for m in self.members))
+        if self._last is None or self._last[0] != (seed, epoch):
+            self._last = ((seed, epoch), _epoch_groups(seed, epoch, self.batch_size, self.members))
+        return self._last[1]
 
 
-@lru_cache(maxsize=64)
 def _epoch_groups(
     seed: int, epoch: int, batch_size: int, members: tuple[tuple[int, ...], ...]
 ) -> tuple[tuple[int, ...], ...]:
