@@ -6,6 +6,7 @@ naming SDXL, and the training snapshots' names (`embeddings_gs-N.safetensors`, `
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -166,3 +167,38 @@ def test_ctrl_c_saves_the_sdxl_embedding_under_its_snapshot_name(conditioner_mod
     assert saved == [tmp_path / "last.ckpt"]
     (term,) = read_embedding_file(tmp_path / "embeddings.safetensors")
     assert term.step == 7 and torch.equal(term.vectors, m.embedding_parameters()[0].detach())
+
+
+def test_generate_refuses_an_sd1_embedding_on_sdxl_naming_the_family(tiny_sdxl_model, tmp_path):
+    from ldm.embeddings import write_embedding_file
+    from ldm.generate import Generate
+
+    sd1 = write_embedding_file(tmp_path / "mycat.pt", LoadedEmbedding("mycat", torch.randn(1, 768)))
+    gen = Generate(model=tiny_sdxl_model, embedding_paths=[sd1], device="cpu")
+    with pytest.raises(EmbeddingFileError) as exc:
+        gen.conditioner  # noqa: B018 - building the library reads the file
+    msg = str(exc.value)
+    assert "\n" not in msg and str(sd1) in msg, msg
+    assert "768 wide" in msg and "SD 1.x" in msg and "SDXL model" in msg and "clip_l 32 + clip_g 64" in msg, msg
+
+
+@pytest.mark.slow  # a subprocess that loads the tiny SDXL model: ~20 s on 2 cores
+def test_an_sd1_embedding_on_sdxl_is_one_error_line_from_txt2img(tiny_sdxl_ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    from ldm.embeddings import write_embedding_file
+
+    root = Path(__file__).resolve().parents[1]
+    sd1 = write_embedding_file(tmp_path / "mycat.pt", LoadedEmbedding("mycat", torch.randn(1, 768)))
+    args = ["--config", "tests/fixtures/tiny-sdxl.yaml", "--ckpt", tiny_sdxl_ckpt, "--embedding_path", sd1]
+    args += ["--prompt", "a photo of mycat", "--H", "64", "--W", "64", "--ddim_steps", "2", "--n_samples", "1"]
+    args += ["--device", "cpu", "--precision", "full", "--outdir", tmp_path / "out"]
+    result = subprocess.run(
+        [sys.executable, "scripts/txt2img.py", *map(str, args)], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: ") and str(sd1) in lines[0], lines
+    assert "768 wide" in lines[0] and "SD 1.x" in lines[0] and "SDXL model" in lines[0], lines
+    assert not list((tmp_path / "out").rglob("*.png"))
