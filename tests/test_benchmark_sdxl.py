@@ -20,40 +20,40 @@ from ldm.benchmark.real_example import LAUNCHER, Setup, example_command, main_co
 from ldm.benchmark.weights import SDXL_FINETUNE_CONFIG
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
+TINY_SDXL = ROOT / "tests" / "fixtures" / "tiny-sdxl.yaml"
+# The shapes of tests/fixtures/tiny-sdxl.yaml, in diffusers' terms, so the folder's checkpoint loads into it.
 TINY = {
     "UNET": dict(
         sdxl_folder.UNET,
         sample_size=8,
-        block_out_channels=[32, 64],
-        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-        up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
-        attention_head_dim=[2, 4],
-        transformer_layers_per_block=[1, 2],
+        block_out_channels=[32, 64, 64],
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        layers_per_block=1,
+        attention_head_dim=[2, 4, 4],
+        transformer_layers_per_block=[1, 1, 2],
         cross_attention_dim=96,
         addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=64 + 6 * 8,
-        norm_num_groups=8,
+        projection_class_embeddings_input_dim=112,
     ),
     "VAE": dict(
         sdxl_folder.VAE,
-        block_out_channels=[16, 16],
-        norm_num_groups=8,
-        sample_size=32,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
+        block_out_channels=[32, 32, 32, 32],
+        layers_per_block=1,
+        sample_size=64,
     ),
     "TEXT_ENCODER": dict(
         sdxl_folder.TEXT_ENCODER,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=3,
-        num_attention_heads=2,
+        num_attention_heads=4,
         projection_dim=32,
     ),
     "TEXT_ENCODER_2": dict(
         sdxl_folder.TEXT_ENCODER_2,
         hidden_size=64,
-        intermediate_size=128,
+        intermediate_size=256,
         num_hidden_layers=3,
         num_attention_heads=4,
         projection_dim=64,
@@ -147,6 +147,24 @@ def test_folder_is_written_once(tiny_folder):
     assert sdxl_folder.random_sdxl_folder(tiny_folder) == tiny_folder
     assert (tiny_folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
     assert not [p for p in tiny_folder.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_our_checkpoint_holds_the_folders_weights_in_the_sgm_layout(tiny_folder, tmp_path):
+    from ldm.diffusers_folder import read_diffusers_folder
+    from ldm.model_loading import load_model_from_config
+    from ldm.safe_load import read_state_dict
+
+    path = sdxl_folder.checkpoint_from_folder(tiny_folder, tmp_path / "xl.safetensors")
+    ours = read_state_dict(path)
+    assert {k.split(".")[0] for k in ours} == {"model", "first_stage_model", "conditioner"}
+    assert (
+        "conditioner.embedders.1.model.text_projection" in ours and "model.diffusion_model.label_emb.0.0.weight" in ours
+    )
+    folder = read_diffusers_folder(tiny_folder)
+    assert set(ours) == set(folder)
+    for key, value in folder.items():
+        assert ours[key].dtype == torch.bfloat16 and torch.equal(ours[key], value.to(torch.bfloat16)), key
+    load_model_from_config(TINY_SDXL, path, with_embedding_manager=False)  # strict: no missing or unexpected key
 
 
 def test_sdxl_sides_train_the_same_job(tmp_path):

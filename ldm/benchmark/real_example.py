@@ -91,8 +91,13 @@ def main_command(s: Setup, steps: int, out: Path, root: Path = ROOT) -> list[str
         f"--logdir={out}",
         "data.params.batch_size=1",
         f"data.params.train.params.size={size}",
-        f"data.params.validation.params.size={size}",
+        *_validation_size(s.model, size),
     ]
+
+
+def _validation_size(model: str, size: str) -> list[str]:
+    """The SD v1 config validates on the same concept; the SDXL config has no validation set to resize."""
+    return [f"data.params.validation.params.size={size}"] if model == "sd1" else []
 
 
 def _env(threads: int | None) -> dict[str, str]:
