@@ -190,6 +190,28 @@ def random_sdxl_folder(folder: PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def _cast_copy(folder: Path, dest: Path, dtype: torch.dtype) -> None:
+    """The folder with every float tensor in `dtype`, streamed one tensor at a time (the fp32 UNet alone is
+    10 GB; this keeps the peak at the cast copy's size)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for src in folder.rglob("*"):
+        out = dest / src.relative_to(folder)
+        if src.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+        elif src.suffix != ".safetensors":
+            shutil.copy2(src, out)
+        else:
+            tensors = {}
+            with safe_open(str(src), framework="pt") as f:
+                for key in f.keys():
+                    value = f.get_tensor(key)
+                    tensors[key] = value.to(dtype) if value.is_floating_point() else value
+            save_file(tensors, str(out))
+            del tensors
+
+
 def checkpoint_from_folder(folder: PathLike, path: PathLike, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Write (once) the weights of an SDXL diffusers folder as one checkpoint in the sgm key layout, as
     sd_xl_base_1.0.safetensors holds them (our side of the benchmark loads that, as users do)."""
@@ -202,11 +224,11 @@ def checkpoint_from_folder(folder: PathLike, path: PathLike, dtype: torch.dtype 
     if path.is_file():
         return path
     log.info("SDXL diffusers folder %s -> checkpoint %s", folder, path)
-    state = read_diffusers_folder(folder)
-    for key in list(state):  # one tensor at a time: the fp32 copy goes as its bf16 one arrives
-        value = state[key]
-        state[key] = (value.to(dtype) if value.is_floating_point() else value).contiguous()
-        del value
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".cast-", dir=path.parent) as tmp:
+        _cast_copy(Path(folder), Path(tmp), dtype)
+        state = read_diffusers_folder(tmp)
+    state = {k: v.contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp_file:
+        save_file(state, str(tmp_file))
     return path
