@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Compare embedding snapshots in one labelled grid (an "XYZ plot").
 
-Columns are embedding files (e.g. the embeddings_gs-N.pt snapshots of a training run, labelled by step),
-rows are prompts that use the placeholder (default "*"). Every cell uses the same seed, so the columns
-differ only by the learned vectors. The model is loaded once; each snapshot is loaded into its embedding
-manager in turn. With a config that has no personalization_config, a manager for --placeholder is added.
+Columns are embedding files (e.g. the embeddings_gs-N.pt snapshots of a training run, .safetensors for
+SDXL, labelled by step), rows are prompts that use the placeholder (default "*"). Every cell uses the
+same seed, so the columns differ only by the learned vectors. The model is loaded once; each snapshot is
+loaded into its embedding manager in turn. With a config that has no personalization_config, a manager
+for --placeholder is added.
 
   python scripts/compare_embeddings.py --ckpt sd-v1-5.ckpt --logdir logs/cat_2024-01-01T00-00-00 \\
       --prompts "a photo of *" "* on the beach" --steps 30 --out compare.png"""
@@ -36,7 +37,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     which.add_argument(
         "--logdir",
         metavar="RUN_DIR",
-        help="take every checkpoints/embeddings_gs-*.pt of this training run, sorted by step",
+        help="take every checkpoints/embeddings_gs-*.pt (SDXL: .safetensors) of this training run, sorted by step",
     )
     p.add_argument("--prompts", nargs="+", required=True, help='one row per prompt, e.g. "a photo of *"')
     p.add_argument("--negative_prompt", default="", help="unconditional prompt for every cell")
