@@ -157,7 +157,8 @@ def _saved_step(resume: str, ckpt: Path) -> int:
     except CheckpointError as exc:
         raise CheckpointError(
             f"-r {resume}: {exc}".removesuffix("; pass a .ckpt/.pt/.safetensors weights file")
-            + "; start a new run from its checkpoints/embeddings.pt with --embedding_manager_ckpt"
+            + "; start a new run from its checkpoints/embeddings.pt (SDXL: embeddings.safetensors) "
+            "with --embedding_manager_ckpt"
         ) from None
     step = state.get("global_step") if isinstance(state, dict) else None
     if not isinstance(step, int) or step < 0 or not isinstance(state.get("state_dict"), dict):
