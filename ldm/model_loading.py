@@ -213,7 +213,7 @@ def load_model_from_config(
     with_embedding_manager: bool = True,
 ) -> nn.Module:
     """Build the model described by `config` (a path, or an OmegaConf node with `model`), load `ckpt`
-    (an SD 1.x/2.x file, or a diffusers model folder) into it with every key accounted for, and return it
+    (an SD 1.x/2.x/SDXL file, or a diffusers model folder) into it with every key accounted for, and return it
     in eval mode on `device`."""
     model_config = OmegaConf.create(OmegaConf.to_container(_model_node(config), resolve=True))
     sd = _read_weights(model_config, ckpt)
