@@ -186,3 +186,23 @@ def test_sample_grids_of_training_on_sdxl(tiny_sdxl_ckpt, monkeypatch):
     with torch.no_grad():
         expected = model.prompt_conditioner(["a photo of *"], target_size=(64, 96))
     torch.testing.assert_close(guided["vector"][1], expected["vector"][0], rtol=0, atol=0)
+
+
+def test_txt2img_script_on_sdxl_matches_generate(gen, tiny_sdxl_model, tiny_sdxl_ckpt, tmp_path):
+    emb = tmp_path / "mything.safetensors"
+    save_file(cat_rows(tiny_sdxl_model), str(emb))
+    args = ["--config", TINY_SDXL_CONFIG, "--ckpt", tiny_sdxl_ckpt, "--outdir", tmp_path / "out", "--skip_grid"]
+    args += ["--prompt", "a photo of a mything", "--embedding_path", emb, "--sampler", "k_euler"]
+    args += ["--ddim_steps", 2, "--seed", 7, "--device", "cpu", "--precision", "full"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "txt2img.py"), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sample,) = sorted((tmp_path / "out" / "samples").glob("*.png"))
+    written = np.asarray(Image.open(sample).convert("RGB")).astype(np.int16)
+    expected = run(gen, "a photo of a cat", steps=2, seed=7, width=None, height=None).astype(np.int16)
+    assert written.shape == (64, 64, 3) and np.abs(written - expected).max() <= 1
