@@ -188,3 +188,17 @@ def test_sdxl_bad_input_is_one_line(args, needle):
     r = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_one_side_alone_has_figures_and_no_ratios(monkeypatch, tmp_path):
+    from ldm.benchmark import real_example
+
+    def fake(s, steps, out, root=None):
+        return [sys.executable, "-c", f"import time; time.sleep(0.2 + {steps} * 0.1)"]
+
+    monkeypatch.setattr(real_example, "main_command", fake)
+    monkeypatch.setattr(real_example, "example_command", fake)
+    result = real_example.compare(Setup(tmp_path, tmp_path, tmp_path, tmp_path), 1, 1, 2, 120, ("diffusers",))
+    assert set(result["sides"]) == {"diffusers"} and result["ratios"] == {}
+    assert set(result["rounds"][0]["runs"]) == {"diffusers_short", "diffusers_long"}
+    assert result["sides"]["diffusers"]["step_wall_s"]["median"] == pytest.approx(0.1, abs=0.08)
