@@ -43,7 +43,8 @@ def size_conditioning(batch: Mapping[str, Any], device: torch.device) -> dict[st
 
 
 def latent_keys(dataset: Any) -> list[tuple[int, int]]:
-    """The (image index, flip) keys a personalized dataset's batches carry; [] for other datasets."""
+    """The (image index, flip) keys a personalized dataset's batches carry; [] for other datasets. An image's
+    bucket (its size) never changes within a run, so the key also fixes the latent's size."""
     if not (hasattr(dataset, "pixels") and hasattr(dataset, "num_images") and getattr(dataset, "train", False)):
         return []
     flips = (0, 1) if getattr(dataset, "flip_p", 0) > 0 else (0,)
