@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 from sd_helpers import ROOT
-from train_helpers import TINY_FINETUNE, make_concept, make_mixed_photos, only_run_dir, run_main, tiny_env
+from train_helpers import (
+    TINY_FINETUNE,
+    bare_trainer,
+    make_concept,
+    make_mixed_photos,
+    only_run_dir,
+    run_main,
+    tiny_env,
+    trainable_model,
+)
 
 from ldm.embeddings import read_embedding_file
 from ldm.embeddings.formats import write_embedding_file
@@ -184,15 +193,11 @@ def test_vectors_that_turn_non_finite_are_replaced_by_the_last_good_ones(tiny_ck
 
     from ldm.callbacks import EmbeddingSnapshot
     from ldm.errors import TrainingDivergedError
-    from ldm.model_loading import load_model_from_config
-    from ldm.training.attach import attach_objective
     from ldm.util import instantiate_from_config
 
     cfg = OmegaConf.load(TINY_FINETUNE)
     cfg.data.params.train.params.data_root = str(concept)
-    model = load_model_from_config(cfg, tiny_ckpt)
-    model.learning_rate = 5e-3
-    attach_objective(model)
+    model = trainable_model(cfg, tiny_ckpt, lr=5e-3)
 
     class InfiniteGradients(pl.Callback):
         def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
@@ -200,16 +205,7 @@ def test_vectors_that_turn_non_finite_are_replaced_by_the_last_good_ones(tiny_ck
                 param.grad.fill_(float("inf"))
 
     start = [p.detach().clone() for p in model.embedding_manager.embedding_parameters()]
-    trainer = pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,
-        callbacks=[InfiniteGradients(), EmbeddingSnapshot(str(tmp_path), every_n_steps=1)],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = bare_trainer(tmp_path, 3, [InfiniteGradients(), EmbeddingSnapshot(str(tmp_path), every_n_steps=1)])
     with pytest.raises(TrainingDivergedError, match="step 1: the learned vectors became NaN/inf"):
         trainer.fit(model, instantiate_from_config(cfg.data))
     written = read_embedding_file(tmp_path / "embeddings.pt")[0]

@@ -3,19 +3,21 @@ directory, freezes every network, and refuses bad input (resume after SIGKILL: t
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 from train_helpers import (
     TINY_FINETUNE,
+    bare_trainer,
+    changed_tensors,
     fixed_eval_loss,
     load_images,
     make_concept,
     only_run_dir,
     run_main,
     train_args,
+    trainable_model,
 )
 
 
@@ -83,32 +85,15 @@ def test_training_lowers_the_loss_of_the_concept(trained, tiny_ckpt, concept):
 
 def test_only_the_placeholder_vectors_change(tiny_ckpt, concept, tmp_path):
     """Train in-process for a few steps and compare every tensor of the model before and after."""
-    import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
-    from ldm.model_loading import load_model_from_config
-    from ldm.training.attach import attach_objective
     from ldm.util import instantiate_from_config
 
     cfg = OmegaConf.load(TINY_FINETUNE)
     cfg.data.params.train.params.data_root = str(concept)
-    model = load_model_from_config(cfg, tiny_ckpt)
-    model.learning_rate = 5e-2
-    attach_objective(model)
-    before = copy.deepcopy(model.state_dict())
+    model = trainable_model(cfg, tiny_ckpt)
     data = instantiate_from_config(cfg.data)
-    trainer = pl.Trainer(
-        max_steps=5,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,
-        default_root_dir=str(tmp_path),
-    )
-    trainer.fit(model, data)
-    after = model.state_dict()
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    changed = changed_tensors(model, lambda: bare_trainer(tmp_path, 5).fit(model, data))
     assert changed and all(k.startswith("embedding_manager.") and "initial" not in k for k in changed), changed
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from sd_helpers import ROOT, TINY_V2_CONFIG
-from train_helpers import make_concept, only_run_dir, run_main
+from train_helpers import bare_trainer, changed_tensors, make_concept, only_run_dir, run_main, trainable_model
 
 TINY_V2_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-v2-finetune.yaml"
 STEPS = 12  # enough for the fixed-batch loss to fall (measured: it falls at each 4-step snapshot of this run)
@@ -98,30 +98,13 @@ def test_training_lowers_the_loss_on_a_fixed_batch(runs, tiny_v2_ckpt, concept, 
 
 def test_only_the_placeholder_vectors_change(tiny_v2_ckpt, concept, tmp_path):
     """Train a v model in-process for a few steps and compare every tensor of the model before and after."""
-    import lightning.pytorch as pl
-
-    from ldm.model_loading import load_model_from_config
-    from ldm.training.attach import attach_objective
     from ldm.util import instantiate_from_config
 
     cfg = finetune_config(concept, "v")
-    model = load_model_from_config(cfg, tiny_v2_ckpt)
+    model = trainable_model(cfg, tiny_v2_ckpt)
     assert model.parameterization == "v"
-    model.learning_rate = 5e-2
-    attach_objective(model)
-    before = copy.deepcopy(model.state_dict())
-    trainer = pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,
-        default_root_dir=str(tmp_path),
-    )
-    trainer.fit(model, instantiate_from_config(cfg.data))
-    after = model.state_dict()
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    data = instantiate_from_config(cfg.data)
+    changed = changed_tensors(model, lambda: bare_trainer(tmp_path, 3).fit(model, data))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert changed and trainable and set(changed) <= trainable, (changed, trainable)
     assert not any(k.startswith(("model.", "first_stage_model.", "cond_stage_model.")) for k in changed), changed

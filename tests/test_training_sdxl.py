@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from sd_helpers import ROOT
-from train_helpers import bare_trainer, changed_tensors, make_mixed_photos, only_run_dir, run_main
+from train_helpers import bare_trainer, changed_tensors, make_mixed_photos, only_run_dir, run_main, trainable_model
 
 TINY_SDXL_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-sdxl-finetune.yaml"
 TINY_SDXL = ROOT / "tests" / "fixtures" / "tiny-sdxl.yaml"
@@ -90,14 +90,10 @@ def test_main_trains_both_encoders_parts_of_the_word(run_dir, tiny_sdxl_model):
 def test_only_the_vectors_change_and_each_step_sees_its_batch_sizes(tiny_sdxl_ckpt, photos, tmp_path):
     """Fit a few steps in-process: every state tensor but the learned vectors stays; each step's vector
     holds the size embedding of its batch's own original sizes, crops and bucket, one bucket per batch."""
-    from ldm.model_loading import load_model_from_config
-    from ldm.training.attach import attach_objective
     from ldm.util import instantiate_from_config
 
     cfg = finetune_config(photos)
-    model = load_model_from_config(cfg, tiny_sdxl_ckpt)
-    model.learning_rate = 5e-2
-    attach_objective(model)
+    model = trainable_model(cfg, tiny_sdxl_ckpt)
     seen = []
     apply_model = model.apply_model
 

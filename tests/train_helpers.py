@@ -148,3 +148,15 @@ def changed_tensors(model, fit) -> list[str]:
     fit()
     after = model.state_dict()
     return [k for k in before if not torch.equal(before[k], after[k])]
+
+
+def trainable_model(cfg, ckpt: Path, lr: float = 5e-2):
+    """The finetune config's model loaded from `ckpt` with its textual-inversion objective attached, as main.py
+    builds it (without --scale_lr: the learning rate is `lr`)."""
+    from ldm.model_loading import load_model_from_config
+    from ldm.training.attach import attach_objective
+
+    model = load_model_from_config(cfg, ckpt)
+    model.learning_rate = lr
+    attach_objective(model)
+    return model
