@@ -33,8 +33,6 @@ class BucketSpec:
                 f"size {self.resolution} must lie between min_bucket {self.min_side} and max_bucket "
                 f"{self.max_side}; change size or the bucket limits"
             )
-        if self.resolution < self.step:
-            raise ConfigError(f"size {self.resolution} is smaller than bucket_step {self.step}; lower bucket_step")
 
 
 def make_buckets(spec: BucketSpec) -> list[tuple[int, int]]:

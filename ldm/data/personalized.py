@@ -136,7 +136,8 @@ class PersonalizedBase(Dataset):
         # The caption word for each image; the coarse class rides along in front, as in the paper.
         prefix = f"{coarse_class_text} " if coarse_class_text else ""
         self.image_placeholders = [prefix + p for p in placeholders]
-        self.geometry = [self._geometry(image) for image in self.images]
+        buckets = make_buckets(self.bucket_spec) if self.bucket_spec else None
+        self.geometry = [self._geometry(image, buckets) for image in self.images]
         self.set_batch_size(1)
         self._cache: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -150,11 +151,11 @@ class PersonalizedBase(Dataset):
             return cap.validate_templates(templates, "templates")
         return list(self.default_templates)
 
-    def _geometry(self, image: TrainingImage) -> CoverCrop:
+    def _geometry(self, image: TrainingImage, buckets: list[tuple[int, int]] | None) -> CoverCrop:
         width, height = image.rgb.size  # upright: EXIF orientation already applied
-        if self.bucket_spec is None:
+        if buckets is None:
             return square_geometry(height, width, self.size, self.center_crop)
-        return cover_crop(height, width, nearest_bucket(height, width, make_buckets(self.bucket_spec)))
+        return cover_crop(height, width, nearest_bucket(height, width, buckets))
 
     def _load(self, data_root: Any, placeholder_token: Any) -> tuple[list[TrainingImage], list[str]]:
         roots, tokens = [str(r) for r in _as_list(data_root)], [str(t) for t in _as_list(placeholder_token)]
