@@ -79,7 +79,8 @@ def fixed_batch_loss(cfg, ckpt: Path, embedding: Path | None) -> float:
     return torch.stack(losses).mean().item()
 
 
-@pytest.mark.parametrize("parameterization", ["eps", "v"])
+# v is slow-marked for time: the v target itself is checked step by step in test_v_training.py.
+@pytest.mark.parametrize("parameterization", ["eps", pytest.param("v", marks=pytest.mark.slow)])
 def test_training_lowers_the_loss_on_a_fixed_batch(runs, tiny_v2_ckpt, concept, parameterization):
     from ldm.embeddings import read_embedding_file
 

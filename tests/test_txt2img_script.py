@@ -93,7 +93,11 @@ def test_second_run_continues_numbering_and_same_seed_is_identical(two_runs):
 
 
 @pytest.mark.parametrize(
-    "flags, name", [(["--plms"], "plms"), (["--sampler", "k_euler_a", "--seed", "7"], "k_euler_a")]
+    "flags, name",
+    [
+        pytest.param(["--plms"], "plms", marks=pytest.mark.slow),  # for time; PLMS itself: test_samplers.py
+        (["--sampler", "k_euler_a", "--seed", "7"], "k_euler_a"),
+    ],
 )
 def test_other_samplers(two_runs, tiny_ckpt, tmp_path, flags, name):
     out = two_runs[0]

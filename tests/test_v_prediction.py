@@ -154,7 +154,7 @@ def test_one_ddim_step_matches_diffusers_v_prediction(v_model, contexts):
     assert (theirs - x_t).abs().max() > 1e-2  # the step moves: matching it means something
 
 
-@pytest.mark.parametrize("cfg_scale", [1.0, 7.5])
+@pytest.mark.parametrize("cfg_scale", [pytest.param(1.0, marks=pytest.mark.slow), 7.5])  # 1.0: slow, for time
 def test_ddim_run_matches_diffusers_v_prediction(v_model, contexts, cfg_scale):
     """Every step's latent and the final x0 of a 10-step run (plain and guided), through sample_latents.
 
@@ -220,7 +220,14 @@ class VFromEps(torch.nn.Module):
         return (a.sqrt() * eps - (1 - a).sqrt() * x0).to(x_t.dtype)
 
 
-@pytest.mark.parametrize("sampler", list(SAMPLERS))
+# One deterministic and one ancestral sampler by default; the others are slow-marked to keep the
+# default suite short (each ~10 s), and all run in CI's slow step.
+DEFAULT_SAMPLERS = ("ddim", "k_euler_a")
+
+
+@pytest.mark.parametrize(
+    "sampler", [s if s in DEFAULT_SAMPLERS else pytest.param(s, marks=pytest.mark.slow) for s in SAMPLERS]
+)
 def test_v_model_samples_the_image_of_its_eps_twin(tiny_model, contexts, sampler):
     cond, uncond = contexts
 
