@@ -1,6 +1,7 @@
 """Regenerate the figures behind test_toy_model.py's CI thresholds: the shortened main job, several seeds.
 
     .venv/bin/python tests/toy_ci_figures.py --steps 150 --seeds 0 1 2
+    .venv/bin/python tests/toy_ci_figures.py --xl --seeds 0 1 2     # the SDXL-shaped toy's job
 
 Prints one JSON line per seed with the embedding's, the init word's and the true words' fidelity and
 editability (the same evaluation the test runs).
@@ -16,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_toy_model import CI_STEPS, CLASSIFIER, CONCEPT_DATA, CONFIG, FINETUNE, WEIGHTS  # noqa: E402
+import test_toy_model  # noqa: E402
+import test_toy_xl_main_job  # noqa: E402
 from train_helpers import only_run_dir, run_main, tiny_env  # noqa: E402
 
 from ldm.evaluation.toy_metrics import Concept, SamplingSettings, evaluate_toy  # noqa: E402
@@ -24,22 +26,26 @@ from ldm.evaluation.toy_metrics import Concept, SamplingSettings, evaluate_toy  
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=CI_STEPS)
+    p.add_argument("--xl", action="store_true", help="the SDXL-shaped toy (tests/test_toy_xl_main_job.py)")
+    p.add_argument("--steps", type=int, default=None, help="(default: the test's CI_STEPS)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args()
+    job = test_toy_xl_main_job if args.xl else test_toy_model
+    args.steps = args.steps or job.CI_STEPS
+    embedding_name = getattr(job, "EMBEDDING", "embeddings.pt")
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             r = run_main(
                 [
                     "--base",
-                    str(FINETUNE),
+                    str(job.FINETUNE),
                     "-t",
                     "--actual_resume",
-                    str(WEIGHTS),
+                    str(job.WEIGHTS),
                     "-n",
                     "toy",
                     "--data_root",
-                    str(CONCEPT_DATA),
+                    str(job.CONCEPT_DATA),
                     "--init_word",
                     "shape",
                     "-l",
@@ -54,11 +60,11 @@ def main() -> int:
             if r.returncode != 0:
                 sys.stderr.write(r.stderr[-2000:])
                 return 1
-            embedding = only_run_dir(Path(tmp)) / "checkpoints" / "embeddings.pt"
+            embedding = only_run_dir(Path(tmp)) / "checkpoints" / embedding_name
             result = evaluate_toy(
-                CONFIG,
-                WEIGHTS,
-                CLASSIFIER,
+                job.CONFIG,
+                job.WEIGHTS,
+                job.CLASSIFIER,
                 Concept("star", "purple"),
                 "shape",
                 embedding,
