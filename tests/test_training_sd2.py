@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from sd_helpers import ROOT, TINY_V2_CONFIG
-from train_helpers import bare_trainer, changed_tensors, make_concept, only_run_dir, run_main, trainable_model
+from train_helpers import (
+    bare_trainer,
+    changed_tensors,
+    make_concept,
+    only_run_dir,
+    run_invoke,
+    run_main,
+    trainable_model,
+)
 
 TINY_V2_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-v2-finetune.yaml"
 STEPS = 12  # enough for the fixed-batch loss to fall (measured: it falls at each 4-step snapshot of this run)
@@ -111,24 +117,6 @@ def test_only_the_placeholder_vectors_change(tiny_v2_ckpt, concept, tmp_path):
     assert not any(k.startswith(("model.", "first_stage_model.", "cond_stage_model.")) for k in changed), changed
 
 
-def invoke(ckpt: Path, config: Path, commands: list[str], tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    script = tmp / "commands.txt"
-    script.write_text("\n".join(commands) + "\n", encoding="utf-8")
-    return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "invoke.py"),
-            *("--config", str(config), "--weights", str(ckpt), "--outdir", str(tmp / "out")),
-            *("--from_file", str(script), "--device", "cpu", "--precision", "full", "--steps", "4"),
-            *("-W", "64", "-H", "64", "--history_file", str(tmp / "hist"), *extra),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_the_trained_word_draws_in_invoke(runs, tiny_v2_ckpt, tmp_path):
     import numpy as np
     from PIL import Image
@@ -143,7 +131,7 @@ def test_the_trained_word_draws_in_invoke(runs, tiny_v2_ckpt, tmp_path):
     write_embedding_file(folder / "old-sd1.pt", LoadedEmbedding("old-sd1", torch.zeros(1, 768)))
     commands = ['"a photo of *" -S 5 -A ddim', '"a photo of sculpture" -S 5 -A ddim', "q"]
     extra = ("--embedding_path", str(embedding), "--embedding_directory", str(folder))
-    result = invoke(tiny_v2_ckpt, TINY_V2_CONFIG, commands, tmp_path, *extra)
+    result = run_invoke(tiny_v2_ckpt, TINY_V2_CONFIG, commands, tmp_path, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     (warning,) = [line for line in result.stderr.splitlines() if "old-sd1.pt" in line]
     assert "768 wide" in warning and "SD 1.x (CLIP ViT-L)" in warning and "takes 32" in warning, warning

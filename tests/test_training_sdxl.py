@@ -5,15 +5,21 @@ clip_l/clip_g file and draws in invoke.py; bad inputs are one line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from sd_helpers import ROOT
-from train_helpers import bare_trainer, changed_tensors, make_mixed_photos, only_run_dir, run_main, trainable_model
+from train_helpers import (
+    bare_trainer,
+    changed_tensors,
+    make_mixed_photos,
+    only_run_dir,
+    run_invoke,
+    run_main,
+    trainable_model,
+)
 
 TINY_SDXL_FINETUNE = ROOT / "tests" / "fixtures" / "tiny-sdxl-finetune.yaml"
 TINY_SDXL = ROOT / "tests" / "fixtures" / "tiny-sdxl.yaml"
@@ -126,30 +132,12 @@ def test_only_the_vectors_change_and_each_step_sees_its_batch_sizes(tiny_sdxl_ck
     assert crops.abs().sum() > 0  # some photo was cropped: the default (0, 0) would not do
 
 
-def invoke(ckpt: Path, commands: list[str], tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    script = tmp / "commands.txt"
-    script.write_text("\n".join(commands) + "\n", encoding="utf-8")
-    return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "invoke.py"),
-            *("--config", str(TINY_SDXL), "--weights", str(ckpt), "--outdir", str(tmp / "out")),
-            *("--from_file", str(script), "--device", "cpu", "--precision", "full", "--steps", "4"),
-            *("-W", "64", "-H", "64", "--history_file", str(tmp / "hist"), *extra),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_the_trained_word_draws_in_invoke(run_dir, tiny_sdxl_ckpt, tmp_path):
     import numpy as np
     from PIL import Image
 
     commands = ['"a photo of *" -S 5 -A ddim', '"a photo of cat" -S 5 -A ddim', "q"]
-    result = invoke(tiny_sdxl_ckpt, commands, tmp_path, "--embedding_path", str(embedding_file(run_dir)))
+    result = run_invoke(tiny_sdxl_ckpt, TINY_SDXL, commands, tmp_path, "--embedding_path", str(embedding_file(run_dir)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert not [line for line in result.stdout.splitlines() if line.startswith("** ")], result.stdout
     word, init = tmp_path / "out" / "000000.5.png", tmp_path / "out" / "000001.5.png"

@@ -160,3 +160,22 @@ def trainable_model(cfg, ckpt: Path, lr: float = 5e-2):
     model.learning_rate = lr
     attach_objective(model)
     return model
+
+
+def run_invoke(ckpt: Path, config: Path, commands: list[str], tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    """scripts/invoke.py on `commands` (a --from_file script): 64 px, 4 steps, CPU, fp32."""
+    script = tmp / "commands.txt"
+    script.write_text("\n".join(commands) + "\n", encoding="utf-8")
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "invoke.py"),
+            *("--config", str(config), "--weights", str(ckpt), "--outdir", str(tmp / "out")),
+            *("--from_file", str(script), "--device", "cpu", "--precision", "full", "--steps", "4"),
+            *("-W", "64", "-H", "64", "--history_file", str(tmp / "hist"), *extra),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
