@@ -88,6 +88,23 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_folder(folder: PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces `folder` (a half-written one from an
+    interrupted run included), on any error it is removed, so `folder` is never left half-written."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_png(image: Image.Image, path: PathLike, text: dict[str, str] | None = None) -> Path:
     """Write a PNG (with optional tEXt chunks) atomically."""
     info = PngInfo()

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ldm.fileio import atomic_folder
 from ldm.modules.encoders.tokenizer import SHIPPED_TOKENIZER
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ def diffusers_folder(ckpt: PathLike, folder: PathLike, config: PathLike | None =
     import torch
 
     log.info("writing %s as a diffusers folder -> %s", ckpt, folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         parts = load_components(str(ckpt), torch.float32, config or SD_CONFIG)
         for name in ("unet", "vae", "text_encoder"):
             parts[name].save_pretrained(tmp / name)
@@ -69,12 +67,6 @@ def diffusers_folder(ckpt: PathLike, folder: PathLike, config: PathLike | None =
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
         index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__}
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-        if folder.exists():  # a half-written folder from an interrupted run
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

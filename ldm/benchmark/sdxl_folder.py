@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ldm.fileio import atomic_folder
 from ldm.modules.encoders.tokenizer import SHIPPED_TOKENIZER
 
 log = logging.getLogger(__name__)
@@ -177,16 +178,8 @@ def random_sdxl_folder(folder: PathLike, seed: int = 0) -> Path:
     folder = Path(folder)
     if (folder / "model_index.json").is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         _write(tmp, seed)
-        if folder.exists():  # a half-written folder from an interrupted run
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
