@@ -55,6 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--from_file", help="read commands from this file ('-' = stdin) instead of the prompt")
     p.add_argument("--history_file", default=str(Path.home() / ".invoke_history"), help="readline history")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    web = p.add_argument_group("browser UI (--web)")
+    web.add_argument("--web", action="store_true", help="serve the browser UI instead of the invoke> prompt")
+    web.add_argument("--host", default="127.0.0.1", help="interface to bind; anything but localhost needs --auth")
+    web.add_argument("--port", type=int_arg(1, 65535), default=9090, help="port to serve on")
+    web.add_argument("--auth", default=None, help="user:password for HTTP Basic auth (required off localhost)")
+    web.add_argument("--caption_model", default=None, help="a BLIP image-captioning folder on disk (optional)")
     return p.parse_args(argv)
 
 
@@ -93,11 +99,23 @@ def _lines(args: argparse.Namespace):
         yield line
 
 
+def _serve_web(args: argparse.Namespace) -> int:
+    from ldm.web.server import parse_auth, serve
+    from ldm.web.settings import WebSettings
+
+    caption_model = Path(args.caption_model) if args.caption_model else None
+    settings = WebSettings(host=args.host, port=args.port, auth=parse_auth(args.auth), caption_model=caption_model)
+    serve(settings)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
 
     def body() -> int:
+        if args.web:
+            return _serve_web(args)
         from ldm.embeddings import read_embedding_file
         from ldm.errors import LdmUserError
         from ldm.fileio import check_output_dir

@@ -1,0 +1,1 @@
+"""The browser UI (`scripts/invoke.py --web`): pages over the project's own API, served by FastAPI."""

@@ -1,0 +1,12 @@
+"""The train page (placeholder until it is built)."""
+
+from fastapi import APIRouter, Request
+
+from ldm.web.state import render
+
+router = APIRouter()
+
+
+@router.get("/train")
+def page(request: Request):
+    return render(request, "placeholder.html", "train")
