@@ -1,0 +1,1 @@
+"""Browser UI tests (a package, so these module names never clash with tests/'s own)."""
