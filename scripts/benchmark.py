@@ -12,6 +12,9 @@
           our training step in one process (the objective main.py uses) against a bare diffusers UNet
           forward + backward to the text context: nothing of textual inversion is cheaper
   sample  Generate (DDIM, batched classifier-free guidance) against StableDiffusionPipeline (DDIM)
+  web     the browser UI's latency: the real server on a toy project, a toy training started through the
+          Train page's API, then --concurrency simultaneous GETs of each main page, --rounds times;
+          prints p50/p95 per page (no diffusers, no checkpoint)
 
 Sides alternate over --rounds in fresh processes; prints JSON with times, peak memory (RSS on CPU,
 allocated VRAM on CUDA) and the ratios ours / theirs. Without --ckpt a full-size SD v1 model with random
@@ -36,7 +39,7 @@ CACHE = Path.home() / ".cache" / "ti-benchmark"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=("train", "sample"))
+    p.add_argument("task", choices=("train", "sample", "web"))
     p.add_argument(
         "--against", choices=("diffusers", "floor", "none"), default="diffusers", help="baseline (default: diffusers)"
     )
@@ -73,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels_last", action="store_true", help="ours: UNet in channels_last memory format")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the UNet")
     p.add_argument("--threads", type=int, default=None, help="torch threads per side (default: torch's choice)")
+    p.add_argument("--concurrency", type=int, default=20, help="web: simultaneous requests per page")
+    p.add_argument("--idle", action="store_true", help="web: measure without a training running")
     p.add_argument("--timeout", type=float, default=3600, help="seconds any one run may take (a hang guard)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -82,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     if args.resolution % 8 or args.resolution < 64:
         raise ConfigError(f"--resolution {args.resolution}; use a multiple of 8, at least 64")
-    for name in ("batch", "steps", "rounds", "sample_steps", "short_steps"):
+    for name in ("batch", "steps", "rounds", "sample_steps", "short_steps", "concurrency"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1")
     if args.long_steps <= args.short_steps:
@@ -157,6 +162,12 @@ def _side_by_side(args: argparse.Namespace, ckpt: str) -> dict:
     return benchmark(spec, sides, args.rounds)
 
 
+def _web(args: argparse.Namespace) -> dict:
+    from ldm.benchmark.web_latency import web_latency
+
+    return web_latency(concurrency=args.concurrency, rounds=args.rounds, train=not args.idle)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
@@ -167,9 +178,11 @@ def main(argv=None) -> int:
         check_args(args)
         if args.model == "sdxl":
             ckpt = None  # the SDXL weights are written with the diffusers folder (real_example.weights)
-        else:
+        elif args.task != "web":
             ckpt = args.ckpt or str(random_checkpoint(args.cache))
-        if args.task == "train" and args.against == "diffusers":
+        if args.task == "web":
+            result = _web(args)
+        elif args.task == "train" and args.against == "diffusers":
             result = _against_the_example(args, ckpt)
         else:
             result = _side_by_side(args, ckpt)
