@@ -82,6 +82,8 @@ class GuardMiddleware(BaseHTTPMiddleware):
                 return 403, f"a request from {origin!r} may not change this server; use the UI's own pages"
             if origin == "null":
                 return 403, "a request from an opaque origin may not change this server; use the UI's own pages"
+            if request.headers.get("sec-fetch-site") == "cross-site":  # a browser's own word, when it sends one
+                return 403, "a request from another site may not change this server; use the UI's own pages"
         if settings.auth is not None and not _authorized(request, settings.auth):
             return 401, "log in with the user and password given to --auth"
         return None
@@ -92,7 +94,8 @@ def _authorized(request: Request, auth: tuple[str, str]) -> bool:
     if not header.lower().startswith("basic "):
         return False
     try:
-        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
-    except (ValueError, UnicodeDecodeError):
+        user, _, password = base64.b64decode(header[6:], validate=True).partition(b":")
+    except ValueError:  # binascii.Error: not base64
         return False
-    return hmac.compare_digest(user, auth[0]) & hmac.compare_digest(password, auth[1])
+    # bytes, not str: compare_digest refuses non-ASCII str, and a stranger's header must not crash the check
+    return hmac.compare_digest(user, auth[0].encode()) & hmac.compare_digest(password, auth[1].encode())

@@ -17,9 +17,12 @@ class WebSettings:
     auth: tuple[str, str] | None = None  # (user, password) for HTTP Basic; required off localhost
     extra_hosts: tuple[str, ...] = ()  # more Host names to accept (tests: "testserver")
     caption_model: Path | None = None  # a BLIP captioning folder on disk, if the user has one
-    max_image_bytes: int = 20 * MiB
-    max_embedding_bytes: int = 64 * MiB
+    max_image_bytes: int = 20 * MiB  # one uploaded photo
+    max_image_pixels: int = 8192 * 8192  # a larger image is refused before it is decoded (decompression bombs)
+    max_embedding_bytes: int = 64 * MiB  # one uploaded embedding file
     max_upload_files: int = 200
+    max_upload_bytes: int = 256 * MiB  # a whole multipart request (a batch of photos)
+    max_body_bytes: int = 1 * MiB  # any other request body (JSON, forms)
     python: str | None = None  # interpreter for the training child (default: this one)
 
     @property
