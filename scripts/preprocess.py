@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Prepare training images: upright (EXIF), square-cropped (centre or focus on detail) and resized,
-optionally mirrored copies, tiles of very long images, and .txt captions from the file names.
-Writes DST/<name>.png (and DST/<name>.txt); sidecar captions SRC/<name>.txt are carried over."""
+optionally mirrored copies, tiles of very long images, and .txt captions from the file names or from a
+BLIP captioning model on disk (--caption_model). Writes DST/<name>.png (and DST/<name>.txt); sidecar
+captions SRC/<name>.txt are carried over."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import sys
 
 from ldm.cli import run_cli
+from ldm.data.captioning import Captioner, caption_files
 from ldm.data.preprocess import CROPS, PreprocessOptions, preprocess_folder
 
 
@@ -42,6 +44,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="words of the file name are the matches of this pattern (default: runs of letters)",
     )
     p.add_argument("--min_size", type=int, default=0, help="skip images whose shorter side is below this")
+    p.add_argument(
+        "--caption_model",
+        default=None,
+        help="a BLIP image-captioning folder on disk (e.g. blip-image-captioning-base, never downloaded): "
+        "write DST/<name>.txt for the prepared images that have no caption",
+    )
+    p.add_argument(
+        "--overwrite_captions",
+        action="store_true",
+        help="with --caption_model: replace existing captions too (sidecar and file-name ones)",
+    )
+    p.add_argument("--caption_batch_size", type=int, default=8, help="images per captioning forward pass")
     return p.parse_args(argv)
 
 
@@ -59,8 +73,15 @@ def main(argv=None) -> int:
     )
 
     def body() -> int:
+        # Load the captioner first: a bad --caption_model folder stops us before any file is written.
+        captioner = (
+            Captioner.load(args.caption_model, batch_size=args.caption_batch_size) if args.caption_model else None
+        )
         written = preprocess_folder(args.src, args.dst, options)
         print(f"wrote {len(written)} images to {args.dst}")
+        if captioner is not None:
+            captions = caption_files(captioner, written, overwrite=args.overwrite_captions)
+            print(f"captioned {len(captions)} of them with {args.caption_model}")
         return 0
 
     return run_cli(body)
