@@ -51,7 +51,8 @@ def safe_globals() -> list:
     return [(LegacyLightningObject, name) for name in _LIGHTNING_NAMES] + _numpy_allow_list()
 
 
-_GLOBAL_RE = re.compile(r"(?:Unsupported global|GLOBAL)\W+([\w.]+)")
+# torch 2.x says "Unsupported global: GLOBAL getattr was not ..." (older: "GLOBAL getattr"); the name follows GLOBAL
+_GLOBAL_RE = re.compile(r"(?:Unsupported global:\s*)?GLOBAL\s+([\w.]+)|Unsupported global:\s*([\w.]+)")
 
 
 def safe_torch_load(path: PathLike, extra_globals: Iterable = ()) -> Any:
@@ -63,8 +64,9 @@ def safe_torch_load(path: PathLike, extra_globals: Iterable = ()) -> Any:
     except pickle.UnpicklingError as exc:
         found = _GLOBAL_RE.search(str(exc))
         if found:
+            name = found.group(1) or found.group(2)
             raise UnsafeCheckpointError(
-                f"refusing to load {path}: its pickle asks for '{found.group(1)}', which is not on the allow-list "
+                f"refusing to load {path}: its pickle asks for '{name}', which is not on the allow-list "
                 "of what model and embedding files contain (it could run code); use a .safetensors copy or a "
                 "trusted source"
             ) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from safetensors.torch import save_file
 from ldm.web.catalog import get_model, list_models
 from ldm.web.security import WebInputError
 from ldm.web.settings import WebSettings
+
+from .payloads import MarkerPayload
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_ID = "toy-world/toy-world.safetensors"
@@ -74,18 +75,11 @@ def test_a_sidecar_yaml_wins_and_ckpt_keys_are_read_safely(web_root):
     assert entry.family == "sd1"
 
 
-class _Payload:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_a_code_running_ckpt_is_left_out_and_never_run(web_root, tmp_path):
     marker = tmp_path / "pwned"
-    with open(web_root / "models" / "evil.ckpt", "wb") as fh:
-        pickle.dump({"state_dict": {"cond_stage_model.transformer.x": _Payload(marker)}}, fh)
+    torch.save(
+        {"state_dict": {"cond_stage_model.transformer.x": MarkerPayload(marker)}}, web_root / "models" / "evil.ckpt"
+    )
     assert _ids(WebSettings(root=web_root)) == [TOY_ID]
     assert not marker.exists()
 
