@@ -103,7 +103,11 @@ def _serve_web(args: argparse.Namespace) -> int:
     from ldm.web.server import parse_auth, serve
     from ldm.web.settings import WebSettings
 
-    caption_model = Path(args.caption_model) if args.caption_model else None
+    caption_model = Path(args.caption_model).expanduser() if args.caption_model else None
+    if caption_model is not None:  # a wrong folder is an error now, not on the first click
+        from ldm.data.captioning import check_folder
+
+        check_folder(caption_model, "--caption_model")
     settings = WebSettings(host=args.host, port=args.port, auth=parse_auth(args.auth), caption_model=caption_model)
     serve(settings)
     return 0

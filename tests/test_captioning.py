@@ -3,6 +3,7 @@ with a tiny random BLIP built here (nothing downloaded)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from blip_helpers import WORDS, make_tiny_blip
 from PIL import Image
-from test_preprocess import run
+from test_preprocess import ROOT, run
 
 from ldm.data.captioning import Captioner, caption_files
 from ldm.errors import CheckpointError
@@ -135,3 +136,14 @@ def test_preprocess_script_refuses_a_bad_caption_model_before_writing(tmp_path, 
     assert rc == 2
     assert err.startswith("error: --caption_model") and "no such folder" in err and err.count("\n") == 1
     assert not dst.exists()
+
+
+def test_invoke_web_refuses_a_bad_caption_model_before_serving(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("invoke_script", ROOT / "scripts" / "invoke.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text('{"model_type": "clip"}')
+    rc = module.main(["--web", "--port", "1", "--caption_model", str(tmp_path / "clip")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: --caption_model") and "not BLIP" in err and err.count("\n") == 1

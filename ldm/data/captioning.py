@@ -29,7 +29,7 @@ ARCHITECTURE = "BlipForConditionalGeneration"
 MAX_NEW_TOKENS = 40  # BLIP captions are one short sentence
 
 
-def _check_folder(path: Path, what: str) -> None:
+def check_folder(path: Path, what: str = "--caption_model") -> None:
     """One-line errors for a folder that cannot be a BLIP captioning model, before transformers sees it."""
     fix = "pass a BLIP image-captioning folder saved with save_pretrained (e.g. blip-image-captioning-base)"
     if not path.is_dir():
@@ -68,7 +68,7 @@ class Captioner:
     ) -> Captioner:
         """Read the model and processor from `folder` (local files only); `what` names the input in errors."""
         path = Path(folder).expanduser()
-        _check_folder(path, what)
+        check_folder(path, what)
         from transformers import BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging as hf_logging
 
