@@ -4,6 +4,7 @@
 
 A crash at a known step between two snapshots, without racing a file watcher against the training loop:
 the kill comes from inside, after step K's resumable checkpoint hook, and nothing is flushed or saved.
+KILL_AT_STEP_SIGNAL=TERM sends SIGTERM instead (the UI's Stop: the run saves, then exits).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     kill_at = int(sys.argv[1])
+    signum = getattr(signal, "SIG" + os.environ.get("KILL_AT_STEP_SIGNAL", "KILL"))
     sys.path.insert(0, str(ROOT))
     from ldm.callbacks.resume_checkpoint import ResumeCheckpoint
 
@@ -27,7 +29,7 @@ def main() -> None:
     def on_train_batch_end(self, trainer, *args) -> None:
         original(self, trainer, *args)
         if trainer.global_step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
 
     ResumeCheckpoint.on_train_batch_end = on_train_batch_end
     sys.argv = [str(ROOT / "main.py"), *sys.argv[2:]]

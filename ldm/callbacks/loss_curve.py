@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from PIL import Image, ImageDraw
 
 from ldm.fileio import save_png
+from ldm.training.metrics_log import LOSS, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,5 @@ class LossCurve(pl.Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "experiment") and hasattr(logger.experiment, "save"):
                 logger.experiment.save()  # flush the CSV before reading it
-        files = sorted(self.logdir.glob("csv/**/metrics.csv"))
-        points = [p for f in files for p in read_losses(f)]
-        save_png(draw_curve(sorted(points)), self.logdir / "loss.png")
+        points = read_metrics(self.logdir, (LOSS,))[LOSS]  # every part, across resumes
+        save_png(draw_curve(points), self.logdir / "loss.png")

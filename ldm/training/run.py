@@ -16,12 +16,14 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from ldm.callbacks import EmbeddingSnapshot, LossCurve, ResumeCheckpoint, SetupCallback
+from ldm.callbacks.save_request import SaveOnRequest
 from ldm.callbacks.step_progress import step_progress_bar
 from ldm.errors import ConfigError
 from ldm.training.attach import attach_objective
 from ldm.training.checkpoint_io import AtomicCheckpointIO
 from ldm.training.config import network_dtype
 from ldm.training.launch import check_inputs, parse_gpus, run_name
+from ldm.training.metrics_log import keep_previous_metrics
 from ldm.training.start_weights import RANDOM_INIT, random_init_requested
 from ldm.util import instantiate_from_config, seed_everything
 
@@ -130,6 +132,7 @@ def train(args: Any, overrides: list[str]) -> Path:
     if resume:
         logdir, now = resume.logdir, resume.logdir.name
         remove_stale_temp_files(logdir)
+        keep_previous_metrics(logdir)  # the CSV logger would delete the loss history before the resume
     else:
         now, name = run_name(
             config.data.params.train.params.data_root, args.name, args.postfix, now=os.environ.get(RUN_NOW_ENV)
@@ -146,10 +149,15 @@ def train(args: Any, overrides: list[str]) -> Path:
     )
 
     every = int(OmegaConf.select(lightning_config, "modelcheckpoint.params.every_n_train_steps", default=500))
-    callbacks = [
-        SetupCallback(str(logdir), now, OmegaConf.merge(config, {"lightning": lightning_config}), lightning_config),
+    snapshot, resumable = (
         EmbeddingSnapshot(str(ckptdir), every, sd_checkpoint=actual_resume),
         ResumeCheckpoint(str(ckptdir), every),
+    )
+    callbacks = [
+        SetupCallback(str(logdir), now, OmegaConf.merge(config, {"lightning": lightning_config}), lightning_config),
+        snapshot,
+        resumable,
+        SaveOnRequest(str(logdir), snapshot, resumable),  # "save now" and SIGTERM (Stop) save first
         LossCurve(str(logdir)),
     ]
     for cb_config in (lightning_config.get("callbacks") or {}).values():
@@ -196,7 +204,8 @@ def _target(target: str) -> str:
 
 
 def _loggers(logdir: Path) -> list:
-    loggers = [CSVLogger(str(logdir), name="csv", version="")]
+    # Flushed at every logged step: the web UI draws the loss curve live from this file.
+    loggers = [CSVLogger(str(logdir), name="csv", version="", flush_logs_every_n_steps=1)]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
 
