@@ -1,5 +1,8 @@
 """What the ImageLogger shows: the inputs, their captions, and samples of those captions with and
-without guidance, from a fixed seed so grids of different steps are comparable."""
+without guidance, from a fixed seed so grids of different steps are comparable.
+
+With `prompt` (the preview prompt, learned word included) the samples draw that prompt instead of the
+batch's captions, and `negative_prompt` replaces the empty unconditional prompt of the guided grid."""
 
 from __future__ import annotations
 
@@ -42,19 +45,24 @@ def log_images(
     unconditional_guidance_scale: float = 5.0,
     sampler: str = "ddim",
     seed: int = 0,
+    prompt: str | None = None,
+    negative_prompt: str = "",
     **ignored: Any,
 ) -> dict[str, torch.Tensor]:
-    captions = list(batch["caption"])[:n]
     images = batch["image"][:n]
+    # A preview prompt draws n samples of one prompt (seeded, so every grid of the run is comparable).
+    captions = [str(prompt)] * n if prompt else list(batch["caption"])[: len(images)]
     # The training path's conditioner: the captions exactly as the steps see them, learned words included;
     # SDXL's size conditioning says the size of the grid's images (that of the batch).
     size = tuple(images.shape[-2:])
     cond = model.prompt_conditioner(captions, target_size=size)
     h, w = images.shape[-2] // model.latent_factor, images.shape[-1] // model.latent_factor
     shape = (len(captions), model.latent_channels, h, w)
-    out = {"inputs": images.float().cpu(), "conditioning": caption_images(captions, images.shape[-1])}
+    shown = [f"{c} [{negative_prompt}]" if negative_prompt else c for c in captions]
+    out = {"inputs": images.float().cpu(), "conditioning": caption_images(shown, images.shape[-1])}
     for key, scale in (("samples", 1.0), ("samples_scaled", unconditional_guidance_scale)):
-        uncond = model.prompt_conditioner([""] * len(captions), target_size=size) if scale != 1.0 else None
+        negative = [str(negative_prompt or "")] * len(captions)
+        uncond = model.prompt_conditioner(negative, target_size=size) if scale != 1.0 else None
         g = torch.Generator("cpu").manual_seed(seed)
         z = sample_latents(
             model,
