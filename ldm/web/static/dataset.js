@@ -108,9 +108,10 @@ function pickedFiles() {
 }
 
 function showTagFields() {
-  const action = document.getElementById("tags-action").value;
-  document.getElementById("tags-new-label").hidden = action !== "replace";
-  document.getElementById("tags-where-label").hidden = action !== "add";
+  const action = field("tags-action").value;
+  // style, not the hidden attribute: app.css gives labels display: inline-block, which beats [hidden]
+  field("tags-new-label").style.display = action === "replace" ? "" : "none";
+  field("tags-where-label").style.display = action === "add" ? "" : "none";
 }
 
 function setUp() {
