@@ -65,7 +65,7 @@ class WebServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120.0) -> WebServer:
+    def start(self, timeout: float = 600.0) -> WebServer:  # a hang guard: a loaded machine imports slowly
         command = [sys.executable, str(REPO / "scripts" / "invoke.py"), "--web", "--port", str(self.port)]
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(
@@ -80,13 +80,14 @@ class WebServer:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        """Poll until a page answers 200; a server that exits or never answers raises with its log's tail."""
+        """Poll until the server answers (a static file: no page's own work in it); a server that exits or
+        never answers raises with its log's tail."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the web server exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/generate", timeout=5) as response:
+                with urllib.request.urlopen(self.url + "/static/app.css", timeout=5) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):

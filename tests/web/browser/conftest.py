@@ -14,6 +14,8 @@ import pytest
 
 from ldm.benchmark.web_server import REPO, WebServer, toy_project
 
+WINDOW = (1280, 1000)
+MAX_SHOT_HEIGHT = 4000  # a full-page screenshot of a long gallery stops here
 NO_BROWSER = (
     "no chromium/chromedriver: install Debian's chromium chromium-driver (apt-get install -y chromium chromium-driver)"
 )
@@ -48,12 +50,12 @@ def browser():
         "--no-sandbox",
         "--disable-dev-shm-usage",
         "--disable-gpu",
-        "--window-size=1280,1000",
+        "--window-size={},{}".format(*WINDOW),
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors are test failures
     driver = webdriver.Chrome(service=Service(executable_path=paths[1]), options=options)
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(300)  # a hang guard: the server answers slowly on a loaded machine
     yield driver
     driver.quit()
 
@@ -70,13 +72,19 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def screenshot(browser):
-    """screenshot(name): save the browser's current view as <artifacts>/screenshots/<name>.png."""
+    """screenshot(name): save the whole page (not only the window) as <artifacts>/screenshots/<name>.png."""
     folder = artifacts_dir() / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
 
     def take(name: str) -> Path:
         path = folder / f"{name}.png"
-        assert browser.save_screenshot(str(path)), f"could not write {path}"
+        width, height = WINDOW
+        page_height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(width, min(max(height, page_height), MAX_SHOT_HEIGHT))
+        try:
+            assert browser.save_screenshot(str(path)), f"could not write {path}"
+        finally:
+            browser.set_window_size(width, height)
         return path
 
     return take

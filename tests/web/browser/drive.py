@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -23,8 +24,15 @@ def click(driver, element_id: str, timeout: float = WAIT) -> None:
 
 
 def until(driver, condition, timeout: float = WAIT, message: str = ""):
-    """Wait until condition(driver) is truthy and return it; on timeout the message says what never came."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition, message)
+    """Wait until condition(driver) is truthy and return it; on timeout, fail saying what never came and
+    what the page's banners said then."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition)
+    except TimeoutException:
+        pass
+    raise AssertionError(
+        f"{message or 'the page never got there'} (error: {banner(driver)!r}, notice: {banner(driver, 'notice')!r})"
+    )
 
 
 def banner(driver, element_id: str = "error") -> str:
