@@ -45,7 +45,7 @@ def stop_training(client):
         training.close(grace_s=60)
 
 
-def wait_for(client, run: str, done, timeout: float = 600) -> dict:
+def wait_for(client, run: str, done, timeout: float = 1800) -> dict:
     """Poll the run's status until done(status); the timeout is a hang guard only."""
     deadline = time.monotonic() + timeout
     while True:
