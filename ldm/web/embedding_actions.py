@@ -8,6 +8,7 @@ renamed into place, all of a batch or none; convert and merge reuse ldm/embeddin
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ FORMAT_SUFFIX = {
     "sdxl": ".safetensors",
 }
 SUFFIX_LIST = ", ".join(SUFFIXES)
+TERM_NAME = re.compile(r"[\w<>*-][\w<>*.-]{0,63}")  # one prompt word, e.g. <cat-toy>; no path, no spaces
 
 
 def _info(settings: WebSettings, path: Path) -> FileInfo:
@@ -82,7 +84,7 @@ async def _stage(settings: WebSettings, upload: UploadFile, taken: set[Path]) ->
     suffix = Path(name).suffix.lower()
     if suffix not in SUFFIXES:
         raise WebInputError(f"{name!r} is not an embedding file; upload one of {SUFFIX_LIST}")
-    check_id(name, "file name")
+    name = check_id(upload.filename or "", "file name")  # a name with a path in it is refused, not trimmed
     target = child(settings.embeddings_dir, name, what="file name")
     if target.exists() or target in taken:
         raise WebInputError(
@@ -113,6 +115,8 @@ def convert(settings: WebSettings, file: str, format: str, out: str | None = Non
             f"{file!r} is an SDXL embedding; diffusers' two-file pair is written by scripts/convert_embedding.py "
             "--to diffusers; choose sdxl (clip_l/clip_g .safetensors) here"
         )
+    if name and not TERM_NAME.fullmatch(name.strip()):
+        raise WebInputError(f"term name {name!r} is not one word; use letters, digits, '-', '_', '<>' or '*'")
     dst, _fmt, _terms = convert_embedding(src, dst, format=format, name=(name or None))
     return _info(settings, dst)
 

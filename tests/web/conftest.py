@@ -11,11 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 TOY_CONCEPT = "toy-purple-star"  # 5 images of a purple star; init word "shape"
 
 
-@pytest.fixture
-def web_root(tmp_path: Path) -> Path:
+def make_project(root: Path) -> Path:
     """A project folder: models/toy-world and configs/ link to the checkout's (read-only use), the toy concept
     copied into training_data/, and empty embeddings/, logs/, outputs/."""
-    root = tmp_path / "project"
     (root / "models").mkdir(parents=True)
     (root / "models" / "toy-world").symlink_to(REPO / "models" / "toy-world", target_is_directory=True)
     (root / "configs").symlink_to(REPO / "configs", target_is_directory=True)
@@ -23,6 +21,12 @@ def web_root(tmp_path: Path) -> Path:
     for name in ("embeddings", "logs", "outputs"):
         (root / name).mkdir()
     return root
+
+
+@pytest.fixture
+def web_root(tmp_path: Path) -> Path:
+    """A fresh project folder (make_project) for each test."""
+    return make_project(tmp_path / "project")
 
 
 @pytest.fixture
