@@ -128,9 +128,6 @@ def run_generation(gens: Generators, settings: WebSettings, req: GenerationReque
     per_image = gen.step_count(req.steps, req.sampler, req.karras, strength)
     job.progress(0, per_image * req.images, "sampling")
 
-    def step(_info: dict) -> None:
-        job.done += 1
-
     results = gen.prompt2image(
         req.prompt,
         iterations=req.images,
@@ -144,7 +141,7 @@ def run_generation(gens: Generators, settings: WebSettings, req: GenerationReque
         strength=req.strength,
         negative_prompt=req.negative_prompt,
         karras=req.karras,
-        step_callback=step,
+        step_callback=job.step,
     )
     used = gen.conditioner.used_embeddings(req.prompt)
     paths = save_results(settings, results, req, used, gens.model_hash(entry))

@@ -59,6 +59,11 @@ class Generators:
         require_idle(self.state)
         return self.jobs.start(kind, work)
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the running job at its next step and wait for it (server shutdown, tests)."""
+        self.jobs.stop()
+        self.jobs.wait(timeout)
+
     # -- the cache -----------------------------------------------------------------------------------
     def model(self, entry: ModelEntry, job: Job | None = None) -> Any:
         """The loaded model of `entry`, loading it (and dropping the previous one first) when needed."""

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 _IDS = itertools.count(1)
 
 
+class JobStopped(LdmUserError):
+    """The job was stopped on request (the page's Stop, or the server shutting down)."""
+
+
 @dataclass
 class Job:
     """What a page polls: `state` is "running", "done" or "failed"; `done`/`total` count steps or cells."""
@@ -36,6 +40,13 @@ class Job:
     result: dict[str, Any] | None = None
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    stop_requested: bool = False
+
+    def step(self, _info: object = None) -> None:
+        """A sampler step done (the samplers' callback); raises JobStopped once a stop was asked for."""
+        self.done += 1
+        if self.stop_requested:
+            raise JobStopped(f"{self.kind} stopped after {self.done} of {self.total} steps")
 
     def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
         self.done = int(done)
@@ -110,6 +121,15 @@ class JobRunner:
             self._running = None
             job.result, job.error = result, error
             job.state = "failed" if error is not None else "done"
+
+    def stop(self) -> bool:
+        """Ask the running job to stop at its next sampler step; False when none runs."""
+        job = self._running
+        if job is None:
+            return False
+        job.stop_requested = True
+        job.message = "stopping"
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no job runs (tests, shutdown); False if `timeout` seconds passed first."""

@@ -4,6 +4,8 @@ shares, a job waiter, and embedding files of the toy's width or of another model
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,13 +26,21 @@ def make_project(root: Path) -> Path:
     return root
 
 
-def make_client(root: Path):
+@contextmanager
+def app_client(root: Path) -> Iterator:
+    """A TestClient over the app on `root`; a job still running at the end is stopped and waited for."""
     from fastapi.testclient import TestClient
 
     from ldm.web.app import create_app
     from ldm.web.settings import WebSettings
 
-    return TestClient(create_app(WebSettings(root=root, extra_hosts=("testserver",))))
+    with TestClient(create_app(WebSettings(root=root, extra_hosts=("testserver",)))) as client:
+        try:
+            yield client
+        finally:
+            gens = client.app.state.web.services.get("generators")
+            if gens is not None:
+                gens.close(timeout=HANG_GUARD_S)
 
 
 def wait_job(client, page: str) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.web.gen_helpers import TOY_MODEL, make_client, make_project, sdxl_term, term, wait_job, write_term
+from tests.web.gen_helpers import TOY_MODEL, app_client, make_project, sdxl_term, term, wait_job, write_term
 
 FAST = {"model": TOY_MODEL, "sampler": "ddim", "steps": "3", "cfg_scale": "5", "width": "32", "height": "32"}
 
@@ -24,7 +24,7 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(project):
-    with make_client(project) as test_client:
+    with app_client(project) as test_client:
         yield test_client
 
 

@@ -73,6 +73,12 @@ async def run(request: Request) -> dict:
     return {"job": job.as_json()}
 
 
+@router.post("/api/generate/stop")
+def stop(request: Request) -> dict:
+    """Stop the running generation at its next sampler step (nothing is saved)."""
+    return {"stopped": generators(web_state(request)).jobs.stop()}
+
+
 @router.get("/api/generate/job")
 def job(request: Request) -> dict:
     """The latest generation job (None before the first)."""
