@@ -58,20 +58,23 @@ def _request(base: str, path: str, payload: dict | None = None, timeout: float =
         return json.loads(response.read())
 
 
-def start_toy_training(base: str, steps: int) -> dict:
-    """Start a toy-world training of the toy concept through the Train page's API, as its Start button does."""
+def start_toy_training(base: str, steps: int) -> str:
+    """Start a toy-world training of the toy concept through the Train page's API, as its Start button
+    does (the form's defaults otherwise); returns the run's id."""
     params = {
         "model": MODEL_ID,
         "concept": CONCEPT,
         "name": "latency",
         "init_word": "shape",
+        "learning_rate": "0.005",
         "max_steps": steps,
+        "save_every": 50,
     }
-    return _request(base, "/api/train/start", params)
+    return _request(base, "/api/train/start", params)["run"]
 
 
-def training_status(base: str) -> dict:
-    return _request(base, "/api/train/status")
+def training_status(base: str, run: str) -> dict:
+    return _request(base, f"/api/train/runs/{run}")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -101,24 +104,26 @@ def measure(server: WebServer, pages: tuple[str, ...], concurrency: int, rounds:
 
 
 def web_latency(
-    concurrency: int = 20, rounds: int = 5, train_steps: int = 100000, train: bool = True, timeout: float = 120
+    concurrency: int = 20, rounds: int = 5, train_steps: int = 100000, train: bool = True, timeout: float = 600
 ) -> dict:
-    """Start the server on a fresh toy project, start a training (unless train=False), measure every page,
-    stop everything; the figures and what was running while they were taken."""
+    """Start the server on a fresh toy project, start a training (unless train=False), measure every page
+    (and, while training, the status the Train page polls), stop everything; the figures and the training's
+    steps before and after, which show it went on while the pages were measured."""
     with tempfile.TemporaryDirectory(prefix="ti-web-latency-") as tmp:
         root = toy_project(Path(tmp) / "project", concepts=(CONCEPT,))
         with WebServer(root) as server:
-            training = None
+            training, pages = None, PAGES
             if train:
-                start_toy_training(server.url, train_steps)
-                wait_for(lambda: _step(server.url) > 0, timeout, "the toy training's first step")
-                training = {"step_before": _step(server.url)}
-            pages = measure(server, PAGES, concurrency, rounds, timeout)
+                run = start_toy_training(server.url, train_steps)
+                wait_for(lambda: _step(server.url, run) > 0, timeout, "the toy training's first step")
+                training = {"run": run, "step_before": _step(server.url, run)}
+                pages = (*PAGES, f"/api/train/runs/{run}")
+            figures = measure(server, pages, concurrency, rounds, timeout)
             if training is not None:
-                training["step_after"] = _step(server.url)
-                training["running_after"] = training_status(server.url).get("state") == "running"
-    return {"concurrency": concurrency, "rounds": rounds, "training": training, "pages": pages}
+                status = training_status(server.url, training["run"])
+                training.update(step_after=status["step"], state_after=status["state"])
+    return {"concurrency": concurrency, "rounds": rounds, "training": training, "pages": figures}
 
 
-def _step(base: str) -> int:
-    return int(training_status(base).get("step") or 0)
+def _step(base: str, run: str) -> int:
+    return int(training_status(base, run).get("step") or 0)
