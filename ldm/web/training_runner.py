@@ -38,6 +38,7 @@ class TrainingRunner:
     stop_grace_s = 120.0  # a step plus a preview grid on a big model; then SIGKILL (last.ckpt stays)
 
     def __init__(self, state: WebState):
+        self.state = state
         self.settings = state.settings
         self._lock = threading.RLock()
         self._proc: subprocess.Popen | None = None
@@ -76,6 +77,12 @@ class TrainingRunner:
         reason = self.busy_message()
         if reason is not None:
             raise WebInputError(f"{reason}; one training at a time: stop it or wait until it finishes", status=409)
+        sampling = self.state.services.get("generators")
+        if sampling is not None:
+            reason = sampling.busy_message()
+            if reason is not None:  # one heavy job at a time, both ways
+                raise WebInputError(f"{reason}; stop it or wait until it finishes, then start training", status=409)
+            sampling.release()  # the training child needs the memory the loaded model holds
 
     # -- start, resume, stop, save now -------------------------------------------------------------------
     def _main_py(self) -> str:

@@ -248,3 +248,30 @@ def test_start_watch_save_stop_resume_finish(client):
     record = json.loads((client.app.state.web.settings.logs_dir / run / RECORD).read_text())
     assert record["command"].startswith("python main.py --base configs/toy-world/finetune.yaml -t")
     assert record["resumes"] == [f"python main.py -r logs/{run}"]
+
+
+class _Sampling:
+    """A stand-in for the loaded-model cache: busy with a job, or idle and holding a model."""
+
+    def __init__(self, busy: bool):
+        self.busy, self.released = busy, False
+
+    def busy_message(self) -> str | None:
+        return "a generate job is running (job 1)" if self.busy else None
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_training_waits_for_a_generation_and_frees_the_loaded_model(client, web_root):
+    services = client.app.state.web.services
+    services["generators"] = busy = _Sampling(busy=True)
+    refused = client.post("/api/train/start", json=form())
+    assert refused.status_code == 409 and "generate job is running" in refused.json()["error"]
+    assert not busy.released and not any((web_root / "logs").glob("*"))  # nothing started, no run folder
+
+    services["generators"] = idle = _Sampling(busy=False)
+    started = client.post("/api/train/start", json=form(max_steps=1000))
+    assert started.status_code == 200, started.text
+    assert idle.released  # the model's memory is given back before the child loads its own
+    client.post(f"/api/train/runs/{started.json()['run']}/stop")
