@@ -115,6 +115,7 @@ def _resume_after_sigkill(family: str, reference: Path, tiny_ckpt: Path, concept
             read_embedding_file(f)
 
 
+@pytest.mark.slow  # the toy-world SIGKILL resume test covers the same path in the default suite
 def test_tiny_sd1_resume_after_sigkill_equals_uninterrupted_run(tiny_reference, tiny_ckpt, concept, tmp_path):
     _resume_after_sigkill("tiny-sd1", tiny_reference, tiny_ckpt, concept, tmp_path)
 

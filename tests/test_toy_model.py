@@ -203,6 +203,7 @@ def test_main_job_learns_the_concept_far_above_the_init_word(tmp_path):
     assert learned["fidelity"] >= init["fidelity"] + CI_MARGIN, result
 
 
+@pytest.mark.slow  # a shortened base-model training (13 s); the committed manifest is checked by default
 def test_train_toy_world_writes_weights_classifier_and_manifest(tmp_path):
     out = tmp_path / "toy"
     r = subprocess.run(

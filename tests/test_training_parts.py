@@ -176,6 +176,7 @@ def test_nan_loss_stops_and_keeps_last_good_embedding(tiny_ckpt, tmp_path):
         assert torch.load(f, weights_only=True)["global_step"] < 40
 
 
+@pytest.mark.slow  # a full main.py run (12 s): the default suite keeps its time under ~10 min
 def test_start_from_embedding_file_and_placeholder_reaches_captions(tiny_ckpt, tmp_path):
     from ldm.embeddings import LoadedEmbedding, read_embedding_file, write_embedding_file
 
@@ -208,6 +209,7 @@ def test_gpus_flag_means_indices():
             parse_gpus(bad)
 
 
+@pytest.mark.slow  # a full main.py run (12 s): the default suite keeps its time under ~10 min
 def test_two_concepts_in_one_run(tiny_ckpt, tmp_path):
     a, b = make_concept(tmp_path / "a", n=2, seed=1), make_concept(tmp_path / "b", n=2, seed=2)
     args = [
