@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ldm.embeddings import read_embedding_file
-from ldm.embeddings.diffusers_pair import is_second
 from ldm.embeddings.families import family_of_width
-from ldm.embeddings.library import SUFFIXES, prompt_name
+from ldm.embeddings.library import prompt_name
 from ldm.errors import LdmUserError
+from ldm.web.embedding_files import listed  # one rule for which files the library shows
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,6 @@ class FolderEmbedding:
 _CACHE: dict[tuple[str, int, int], FolderEmbedding] = {}
 
 
-def _listed(path: Path) -> bool:
-    name = path.name.lower()
-    return (
-        path.is_file()
-        and not name.startswith(".")
-        and not name.endswith(".preview.png")
-        and name.endswith(SUFFIXES)
-        and not is_second(path)  # diffusers' SDXL pair is one entry, under its first file
-    )
-
-
 def describe_file(path: Path) -> FolderEmbedding:
     """One file's words, vector count, width and family (cached by size and mtime)."""
     stat = path.stat()
@@ -74,7 +63,7 @@ def folder_embeddings(folder: Path) -> list[FolderEmbedding]:
     """Every embedding file at the top of `folder`, by name."""
     if not folder.is_dir():
         return []
-    return [describe_file(p) for p in sorted(folder.iterdir(), key=lambda p: p.name.lower()) if _listed(p)]
+    return [describe_file(p) for p in sorted(folder.iterdir(), key=lambda p: p.name.lower()) if listed(p)]
 
 
 def uses_word(prompt: str, word: str) -> bool:
