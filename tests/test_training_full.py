@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -97,15 +98,17 @@ def test_seed_command_line_runs_verbatim(full_ckpt, tmp_path):
         "cat",
     ]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 1200
-    while time.time() < deadline and proc.poll() is None:
-        runs = list((work / "logs").glob("mycat*_mycat/configs/*-project.yaml")) if (work / "logs").exists() else []
-        if runs:
-            break
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + 1200  # hang guard: loading and encoding the latents take minutes on a busy machine
+    while time.time() < deadline and proc.poll() is None and not any("training latents" in x for x in lines):
         time.sleep(2)
-    time.sleep(120)  # let a step or two run (each is ~30-40 s at 512px, batch 2, fp32 on 2 cores)
+    time.sleep(150)  # then let a step or two run (each is ~30-40 s at 512px, batch 2, fp32 on 2 cores)
     os.kill(proc.pid, signal.SIGINT)
-    output, _ = proc.communicate(timeout=600)
+    proc.wait(timeout=600)
+    reader.join(timeout=60)
+    output = "".join(lines)
     run_dir = only_run_dir(work / "logs")
     assert run_dir.name.startswith("mycat") and run_dir.name.endswith("_mycat")
     assert "CUDA is not available" in output
