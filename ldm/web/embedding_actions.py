@@ -7,10 +7,13 @@ renamed into place, all of a batch or none; convert and merge reuse ldm/embeddin
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
+import tempfile
 import uuid
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,8 +115,8 @@ def convert(settings: WebSettings, file: str, format: str, out: str | None = Non
     dst = _new_file(settings, out or f"{Path(file).stem}-{format}", FORMAT_SUFFIX[format], "new file")
     if format == "diffusers" and _is_sdxl(src):
         raise WebInputError(
-            f"{file!r} is an SDXL embedding; diffusers' two-file pair is written by scripts/convert_embedding.py "
-            "--to diffusers; choose sdxl (clip_l/clip_g .safetensors) here"
+            f"{file!r} is an SDXL embedding, which diffusers reads as two files; download them with the "
+            "row's 'diffusers pair (.zip)' link, or choose sdxl (clip_l/clip_g .safetensors) here"
         )
     if name and not TERM_NAME.fullmatch(name.strip()):
         raise WebInputError(f"term name {name!r} is not one word; use letters, digits, '-', '_', '<>' or '*'")
@@ -123,6 +126,36 @@ def convert(settings: WebSettings, file: str, format: str, out: str | None = Non
 
 def _is_sdxl(path: Path) -> bool:
     return split_of(read_embedding_file(path)[0]) is not None
+
+
+def diffusers_pair_zip(settings: WebSettings, file: str) -> tuple[bytes, str]:
+    """(zip bytes, zip name) holding diffusers' SDXL pair for library file `file`: learned_embeds.safetensors
+    (text_encoder) + learned_embeds_2.safetensors (text_encoder_2), the names its loader and example use.
+    A pair already in the library is zipped as it is; a clip_l/clip_g file is converted first. The
+    library is a flat folder where a pair is known by those fixed names, so the pair is a download, not
+    a new library file."""
+    src = library_path(settings, file)
+    pair = complete_pair(src)
+    if pair is not None:
+        return _zip(pair), f"{Path(file).stem}.zip"
+    if not _is_sdxl(src):
+        raise WebInputError(
+            f"{file!r} is not an SDXL embedding; diffusers reads it as one file: convert it to diffusers (.bin)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        first, _fmt, _terms = convert_embedding(src, Path(tmp) / "pair", format="diffusers")
+        second = complete_pair(first)
+        if second is None:  # the writer's contract: both halves beside each other
+            raise RuntimeError(f"converting {file!r} to diffusers' pair wrote {first.name} alone")
+        return _zip(second), f"{Path(file).stem}-diffusers.zip"
+
+
+def _zip(paths: Sequence[Path]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in paths:
+            archive.write(path, arcname=path.name)
+    return buffer.getvalue()
 
 
 def merge(settings: WebSettings, files: Sequence[str], out: str, rename: bool = False) -> FileInfo:

@@ -15,6 +15,7 @@ from ldm.embeddings import read_embedding_file
 from ldm.embeddings.diffusers_pair import is_second
 from ldm.embeddings.families import family_of_width
 from ldm.embeddings.library import SUFFIXES, prompt_name
+from ldm.embeddings.sdxl import split_of
 from ldm.errors import LdmUserError
 from ldm.web.catalog import ModelEntry, list_models
 from ldm.web.security import WebInputError, child
@@ -43,6 +44,7 @@ class FileInfo:
     fits: tuple[str, ...]  # ids of the catalog's models whose text encoders are this wide
     terms: tuple[TermInfo, ...]
     error: str | None = None  # why it cannot be read (then it has no terms)
+    sdxl: bool = False  # clip_l + clip_g terms: diffusers takes them as its two-file pair
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -139,10 +141,10 @@ def describe(path: Path, ident: str, kind: str, widths: dict[str, int]) -> FileI
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _CACHE:
         _CACHE[key] = _read(path)
-    fmt, width, terms, error = _CACHE[key]
+    fmt, width, terms, error, sdxl = _CACHE[key]
     fits = tuple(model for model, w in widths.items() if w == width)
     family = family_of_width(width) if width else None
-    return FileInfo(ident, kind, stat.st_size, fmt, width, family, fits, terms, error)
+    return FileInfo(ident, kind, stat.st_size, fmt, width, family, fits, terms, error, sdxl)
 
 
 def _read(path: Path) -> tuple:
@@ -150,6 +152,6 @@ def _read(path: Path) -> tuple:
         loaded = read_embedding_file(path)
     except (LdmUserError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, None, (), reason.replace(f"{path.parent}/", "")
+        return None, None, (), reason.replace(f"{path.parent}/", ""), False
     terms = tuple(TermInfo(t.name, prompt_name(t), t.token, t.num_vectors, t.step) for t in loaded)
-    return loaded[0].format, loaded[0].dim, terms, None
+    return loaded[0].format, loaded[0].dim, terms, None, split_of(loaded[0]) is not None

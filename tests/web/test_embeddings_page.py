@@ -204,3 +204,65 @@ def test_an_oversize_embedding_upload_is_413(web_root):
         message = _error(client.post("/api/embeddings/upload", files=[("files", ("big.pt", data, "x/y"))]), 413)
         assert message == "embedding 'big.pt' is larger than 100 bytes; send a smaller file"
     assert list((web_root / "embeddings").iterdir()) == []
+
+
+def _sdxl(name: str, seed: int = 0) -> LoadedEmbedding:
+    from ldm.embeddings import SDXL
+
+    vectors = torch.randn(2, 2048, generator=torch.Generator().manual_seed(seed))
+    return LoadedEmbedding(name=name, vectors=vectors, token=name, format=SDXL, part_widths=(768, 1280))
+
+
+def _unzip(data: bytes, folder: Path) -> list[str]:
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        archive.extractall(folder)
+        return sorted(archive.namelist())
+
+
+def test_an_sdxl_file_downloads_as_diffusers_pair_with_the_same_rows(client, web_root, tmp_path):
+    term = _sdxl("xlcat")
+    _write(web_root / "embeddings", "xlcat.safetensors", term)
+    assert _library(client)["xlcat.safetensors"]["sdxl"] is True
+    page = client.get("/embeddings").text
+    assert "/api/embeddings/pair/xlcat.safetensors" in page and 'data-sdxl="1"' in page
+    response = client.get("/api/embeddings/pair/xlcat.safetensors")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    assert 'filename="xlcat-diffusers.zip"' in response.headers["content-disposition"]
+    names = _unzip(response.content, tmp_path)
+    assert names == ["learned_embeds.safetensors", "learned_embeds_2.safetensors"]
+    from safetensors.torch import load_file
+
+    first, second = load_file(tmp_path / names[0]), load_file(tmp_path / names[1])
+    assert list(first) == list(second) == ["xlcat"]
+    torch.testing.assert_close(first["xlcat"], term.vectors[:, :768], rtol=0, atol=0)
+    torch.testing.assert_close(second["xlcat"], term.vectors[:, 768:], rtol=0, atol=0)
+    assert sorted(p.name for p in (web_root / "embeddings").iterdir()) == ["xlcat.safetensors"]  # nothing added
+
+
+def test_a_pair_in_the_library_downloads_as_both_files(client, web_root, tmp_path):
+    emb = web_root / "embeddings"
+    term = _sdxl("<xl>", seed=3)
+    write_embedding_file(emb / "learned_embeds.safetensors", [term], format="diffusers")
+    assert sorted(p.name for p in emb.iterdir()) == ["learned_embeds.safetensors", "learned_embeds_2.safetensors"]
+    for url in ("/api/embeddings/file/learned_embeds.safetensors", "/api/embeddings/pair/learned_embeds.safetensors"):
+        response = client.get(url)
+        assert response.status_code == 200, response.text
+        out = tmp_path / url.split("/")[3]
+        names = _unzip(response.content, out)
+        assert names == ["learned_embeds.safetensors", "learned_embeds_2.safetensors"]
+        assert [(p.name, p.read_bytes()) for p in sorted(out.iterdir())] == [
+            (p.name, p.read_bytes()) for p in sorted(emb.iterdir())
+        ]
+
+
+def test_pair_refusals_are_one_line(client, web_root):
+    _write(web_root / "embeddings", "cat.pt", _term("cat"))
+    _write(web_root / "embeddings", "xlcat.safetensors", _sdxl("xlcat"))
+    message = _error(client.get("/api/embeddings/pair/cat.pt"), 400)
+    assert "'cat.pt' is not an SDXL embedding" in message and "diffusers (.bin)" in message
+    body = {"file": "xlcat.safetensors", "format": "diffusers"}
+    message = _error(client.post("/api/embeddings/convert", json=body), 400)
+    assert "diffusers pair (.zip)" in message

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
+from ldm.embeddings.diffusers_pair import complete_pair
 from ldm.web import embedding_actions as actions
 from ldm.web.embedding_files import library_files, library_path, run_embedding, run_files
 from ldm.web.state import render, web_state
@@ -59,9 +60,20 @@ def list_all(request: Request) -> dict:
 
 
 @router.get("/api/embeddings/file/{file}")
-def download(request: Request, file: str) -> FileResponse:
-    path = library_path(web_state(request).settings, file)
+def download(request: Request, file: str) -> Response:
+    settings = web_state(request).settings
+    path = library_path(settings, file)
+    if complete_pair(path) is not None:  # half of diffusers' pair is no use alone: both files, zipped
+        return download_pair(request, file)
     return FileResponse(path, filename=path.name, media_type="application/octet-stream")
+
+
+@router.get("/api/embeddings/pair/{file}")
+def download_pair(request: Request, file: str) -> Response:
+    """diffusers' SDXL pair of a library file, as a zip of its two files."""
+    data, name = actions.diffusers_pair_zip(web_state(request).settings, file)
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(data, media_type="application/zip", headers=headers)
 
 
 @router.get("/api/embeddings/run/{run}")

@@ -30,6 +30,12 @@ onSubmit("emb-upload-form", async (form) => {
 
 onSubmit("emb-convert-form", async (form) => {
   const data = Object.fromEntries(new FormData(form));
+  const picked = form.elements.file.selectedOptions[0];
+  if (data.format === "diffusers" && picked && picked.dataset.sdxl) {
+    // diffusers takes an SDXL embedding as two files: they come as one zip download, not a library file
+    window.location.href = "/api/embeddings/pair/" + encodeURIComponent(data.file);
+    return;
+  }
   for (const key of ["out", "name"]) if (!data[key]) delete data[key];
   const result = await postJSON("/api/embeddings/convert", data);
   reloadWith("wrote " + names(result));
