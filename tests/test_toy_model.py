@@ -32,11 +32,12 @@ CONCEPT_DATA = ROOT / "training_data" / "toy-purple-star"
 # scripts/train_toy_world.py (24 pairs x 16 samples) gave 98.2% shape and colour (shape 99.5%, colour 98.4%);
 # the target is 80%, and this smaller check (8 pairs x 8) must meet it too.
 TRUE_WORDS_MIN = 0.8
-# Main job shortened to 150 steps, 32 samples per prompt (regenerate with tests/toy_ci_figures.py):
-# seeds 0/1/2 gave embedding fidelity 93.8% / 100% / 100%, editability 100% each; init word "shape"
-# fidelity 3.1% each; true words 100%.
+# Main job shortened to 150 steps, 16 samples per prompt (regenerate with tests/toy_ci_figures.py):
+# seeds 0/1/2 gave (2026-12-03) embedding fidelity and editability 100% each; init word "shape" fidelity
+# 6.25% each; true words 100%. (With 32 samples, 2026-11-22: fidelity 93.8% / 100% / 100%.)
 CI_STEPS = 150
 CI_SEED = 0
+CI_SAMPLES = 16
 CI_FIDELITY_MIN = 0.75
 CI_EDITABILITY_MIN = 0.75
 CI_MARGIN = 0.5
@@ -196,7 +197,7 @@ def test_main_job_learns_the_concept_far_above_the_init_word(tmp_path):
         Concept("star", "purple"),
         "shape",
         embedding,
-        settings=SamplingSettings(samples=32),
+        settings=SamplingSettings(samples=CI_SAMPLES),
     )
     learned, init, true = result["rows"]
     assert learned["fidelity"] >= CI_FIDELITY_MIN and learned["editability"] >= CI_EDITABILITY_MIN, result

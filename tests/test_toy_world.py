@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,8 @@ from ldm.data.toy_world import (
     render_concept_images,
     sample_scene,
 )
+
+CONCEPT_FOLDER = Path(__file__).resolve().parents[1] / "training_data" / "toy-purple-star"
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +161,26 @@ def test_render_concept_images_writes_n_files(tmp_path):
     assert COLOURS["red"] not in corners and len(corners) == 5  # varied backgrounds, never the shape colour
     again = render_concept_images("star", "red", 5, tmp_path / "again", seed=3, size=64)
     assert all(np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in zip(paths, again))
+    assert not list(folder.glob("*.txt"))
+
+
+def test_concept_captions_name_each_image_background(tmp_path):
+    inverse = {rgb: name for name, rgb in COLOURS.items()}
+    paths = render_concept_images("star", "purple", 5, tmp_path, seed=0, size=64, captions=True)
+    for p in paths:
+        background = inverse[Image.open(p).getpixel((0, 0))]
+        assert p.with_suffix(".txt").read_text() == f"{background} background\n"
+
+
+def test_committed_concept_folder_is_what_the_generator_writes(tmp_path):
+    committed = sorted(CONCEPT_FOLDER.iterdir())
+    render_concept_images("star", "purple", 5, tmp_path, seed=0, size=512, captions=True)
+    assert [p.name for p in committed] == sorted(p.name for p in tmp_path.iterdir())
+    for p in committed:
+        if p.suffix == ".txt":
+            assert p.read_text() == (tmp_path / p.name).read_text()
+        else:
+            assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(tmp_path / p.name)))
 
 
 def test_generic_and_plain_captions_appear_at_their_rates(tokenizer):

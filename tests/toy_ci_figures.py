@@ -68,7 +68,7 @@ def main() -> int:
                 Concept("star", "purple"),
                 "shape",
                 embedding,
-                settings=SamplingSettings(samples=32),
+                settings=SamplingSettings(samples=job.CI_SAMPLES),
             )
         rows = {row["name"]: {k: row[k] for k in ("fidelity", "editability")} for row in result["rows"]}
         print(json.dumps({"seed": seed, "steps": args.steps, "rows": rows}), flush=True)

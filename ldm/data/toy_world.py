@@ -231,9 +231,11 @@ class ToyWorldDataset(torch.utils.data.Dataset):
 
 
 def render_concept_images(
-    shape: str, colour: str, n: int, folder: PathLike, seed: int = 0, size: int = 512
+    shape: str, colour: str, n: int, folder: PathLike, seed: int = 0, size: int = 512, captions: bool = False
 ) -> list[Path]:
-    """Write n PNGs of one (shape, colour) concept on varied backgrounds, e.g. for training_data/toy-*/."""
+    """Write n PNGs of one (shape, colour) concept on varied backgrounds, e.g. for training_data/toy-*/.
+    With `captions`, each PNG gets a sidecar `<stem>.txt` naming what is not the concept ("pink background"):
+    the [filewords] of a training template, as a user captions photos."""
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     out = Path(folder)
@@ -247,5 +249,7 @@ def render_concept_images(
         img = render(shape, colour, order[i % len(order)], size, rng)
         path = out / f"{shape}-{colour}-{i:03d}.png"
         img.save(path)
+        if captions:
+            path.with_suffix(".txt").write_text(f"{order[i % len(order)]} background\n")
         paths.append(path)
     return paths

@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_CONCEPT = "toy-purple-star"  # 5 images of a purple star; init word "shape"
+# The pages are tested on a user's fresh photos: the concept's committed sidecar captions stay behind.
+PHOTOS_ONLY = shutil.ignore_patterns("*.txt")
 
 
 def make_project(root: Path) -> Path:
@@ -17,7 +19,7 @@ def make_project(root: Path) -> Path:
     (root / "models").mkdir(parents=True)
     (root / "models" / "toy-world").symlink_to(REPO / "models" / "toy-world", target_is_directory=True)
     (root / "configs").symlink_to(REPO / "configs", target_is_directory=True)
-    shutil.copytree(REPO / "training_data" / TOY_CONCEPT, root / "training_data" / TOY_CONCEPT)
+    shutil.copytree(REPO / "training_data" / TOY_CONCEPT, root / "training_data" / TOY_CONCEPT, ignore=PHOTOS_ONLY)
     for name in ("embeddings", "logs", "outputs"):
         (root / name).mkdir()
     return root

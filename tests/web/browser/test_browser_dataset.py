@@ -11,6 +11,7 @@ from selenium.webdriver.support.ui import Select
 
 from ldm.benchmark.web_server import REPO
 
+from ..conftest import PHOTOS_ONLY
 from .drive import banner, by_id, click, console_errors, until
 
 CONCEPT = "browser-stars"
@@ -25,7 +26,9 @@ def _captions(driver) -> list[str]:
 
 
 def test_tag_edits_preprocess_and_a_refused_name(server, browser, screenshot):
-    shutil.copytree(REPO / "training_data" / "toy-purple-star", server.root / "training_data" / CONCEPT)
+    shutil.copytree(
+        REPO / "training_data" / "toy-purple-star", server.root / "training_data" / CONCEPT, ignore=PHOTOS_ONLY
+    )
     browser.get(f"{server.url}/dataset?concept={CONCEPT}")
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dataset-grid figure")) == 5, message="grid")
 
