@@ -74,11 +74,35 @@ def test_upcast_runs_the_attention_kernel_in_fp32(monkeypatch, upcast, dtype, ex
         return kernel(q, k, v, *args, **kwargs)
 
     monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(attention, "MATH_ATTENTION_MAX_SCORES", 0)  # small CPU inputs would take the fp32 matmuls
     attn = _huge_logit_attention(upcast).to(dtype)
     with torch.no_grad():
         out = attn(torch.randn(1, 4, 8, dtype=dtype))
     assert seen == [(expected,) * 3]
     assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_small_cpu_attention_matches_the_kernel_and_its_gradients(dtype, is_causal):
+    """The fp32-matmul path for small CPU inputs: scaled_dot_product_attention's values and gradients, to the
+    output dtype's rounding."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 4, n, 16, dtype=dtype, requires_grad=True) for n in (12, 12, 12))
+    grad_out = torch.randn(1, 4, 12, 16, dtype=dtype)
+    results = []
+    for fn in (attention.attention, _sdpa_in_fp64):
+        out = fn(q, k, v, is_causal=is_causal)
+        grads = torch.autograd.grad(out, (q, k, v), grad_out)
+        results.append([out, *grads])
+    for got, want in zip(*results):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), want.double(), atol=2e-2, rtol=2e-2)
+
+
+def _sdpa_in_fp64(q, k, v, is_causal):
+    f64 = [t.double() for t in (q, k, v)]
+    return torch.nn.functional.scaled_dot_product_attention(*f64, is_causal=is_causal)
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldm.modules.attention import attention
+
 
 class CausalSelfAttention(nn.Module):
     """nn.MultiheadAttention's parameter layout (`in_proj_weight`, `in_proj_bias`, `out_proj`), run
-    with scaled_dot_product_attention and a causal mask."""
+    with ldm.modules.attention.attention (scaled_dot_product_attention, or fp32 matmuls for small CPU inputs) and a
+    causal mask."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -35,7 +38,7 @@ class CausalSelfAttention(nn.Module):
         b, n, w = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.reshape(b, n, self.heads, w // self.heads).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = attention(q, k, v, is_causal=True)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, w))
 
 
