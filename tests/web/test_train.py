@@ -217,7 +217,10 @@ def test_previews_and_snapshots_are_served_only_from_their_run(client, web_root)
 
 @pytest.mark.slow  # three main.py processes on the toy world: about a minute of CPU
 def test_start_watch_save_stop_resume_finish(client):
-    started = client.post("/api/train/start", json=form(max_steps=8))
+    # Long enough that Stop always lands before the end: a toy step takes milliseconds, so a run of
+    # 8 steps could finish between Save now and Stop on a fast machine.
+    total = 200
+    started = client.post("/api/train/start", json=form(max_steps=total, save_every=25))
     assert started.status_code == 200, started.text
     run = started.json()["run"]
     status = wait_for(client, run, lambda s: s["previews"] or s["state"] != "running")
@@ -234,7 +237,7 @@ def test_start_watch_save_stop_resume_finish(client):
     assert stop.status_code == 200
     status = wait_for(client, run, lambda s: s["state"] != "running")
     assert status["state"] == "stopped" and status["resumable"], status
-    assert status["step"] < 8 and status["latest"] == "embeddings.pt"
+    assert status["step"] < total and status["latest"] == "embeddings.pt"
     assert f"embeddings_gs-{status['step']}.pt" in status["snapshots"]  # Stop saved where it stopped
     stopped_at = status["step"]
     assert [s for s, _ in status["losses"]] == list(range(1, stopped_at + 1))
@@ -242,9 +245,9 @@ def test_start_watch_save_stop_resume_finish(client):
     resumed = client.post(f"/api/train/runs/{run}/resume")
     assert resumed.status_code == 200 and resumed.json()["state"] == "running"
     status = wait_for(client, run, lambda s: s["state"] != "running")
-    assert status["state"] == "finished" and status["step"] == 8, status
-    assert [s for s, _ in status["losses"]] == list(range(1, 9))  # the history before the stop is kept
-    assert len(status["previews"]) >= 3 and "embeddings_gs-8.pt" in status["snapshots"]
+    assert status["state"] == "finished" and status["step"] == total, status
+    assert [s for s, _ in status["losses"]] == list(range(1, total + 1))  # the history before the stop is kept
+    assert len(status["previews"]) >= 3 and f"embeddings_gs-{total}.pt" in status["snapshots"]
     record = json.loads((client.app.state.web.settings.logs_dir / run / RECORD).read_text())
     assert record["command"].startswith("python main.py --base configs/toy-world/finetune.yaml -t")
     assert record["resumes"] == [f"python main.py -r logs/{run}"]
