@@ -6,8 +6,11 @@
           at PATH, run as a user runs it; it needs `pip install accelerate`), same weights, concept,
           size, batch 1 and precision. With --model sdxl: against textual_inversion_sdxl.py, on random
           full-size SDXL weights (a diffusers folder in --cache's folder, and our checkpoint read from
-          it). Each side trains --short_steps and --long_steps in fresh processes; (long - short wall
-          time) / (long - short steps) is its time per step.
+          it). Each side trains --long_steps in a fresh process; its time per step is the median step
+          read inside that run once 2 warm-up steps are past (ours: the metrics CSV; the example: its
+          progress bar), so loading, start-up and saving stay out. With --short_steps N > 0 each side
+          also trains N steps, and (long - short wall and CPU time) / (long - short steps) is printed
+          beside it as a cross-check; --short_steps 0 skips those runs.
   train --against floor
           our training step in one process (the objective main.py uses) against a bare diffusers UNet
           forward + backward to the text context: nothing of textual inversion is cheaper
@@ -44,7 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--against", choices=("diffusers", "floor", "none"), default="diffusers", help="baseline (default: diffusers)"
     )
     p.add_argument("--diffusers_example", help="train --against diffusers: path of diffusers' textual_inversion.py")
-    p.add_argument("--short_steps", type=int, default=3, help="train --against diffusers: steps of the short runs")
+    p.add_argument(
+        "--short_steps", type=int, default=3, help="train --against diffusers: steps of the short runs, 0 for none"
+    )
     p.add_argument("--long_steps", type=int, default=9, help="train --against diffusers: steps of the long runs")
     p.add_argument(
         "--before", help="train --against diffusers: also run main.py of this other checkout (a change's effect)"
@@ -87,9 +92,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     if args.resolution % 8 or args.resolution < 64:
         raise ConfigError(f"--resolution {args.resolution}; use a multiple of 8, at least 64")
-    for name in ("batch", "steps", "rounds", "sample_steps", "short_steps", "concurrency"):
+    for name in ("batch", "steps", "rounds", "sample_steps", "concurrency"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1")
+    if args.short_steps < 0:
+        raise ConfigError(f"--short_steps {args.short_steps}; use 0 (no short runs) or more")
     if args.long_steps <= args.short_steps:
         raise ConfigError(f"--long_steps {args.long_steps} must be more than --short_steps {args.short_steps}")
     if args.model == "sdxl" and (args.task != "train" or args.against != "diffusers" or args.ckpt):

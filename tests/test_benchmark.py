@@ -18,6 +18,7 @@ from ldm.benchmark import real_example
 from ldm.benchmark.memory import PeakMemory, release_memory, rss_bytes
 from ldm.benchmark.real_example import LAUNCHER, Setup, example_command, main_command, per_step, round_order
 from ldm.benchmark.run import summarise
+from ldm.benchmark.step_times import intervals, steady
 from ldm.errors import ConfigError
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
@@ -57,6 +58,7 @@ def test_summary_takes_median_of_runs_and_worst_peaks():
         (["train", "--against", "diffusers"], "pass --diffusers_example"),
         (["train", "--diffusers_example", "nowhere/textual_inversion.py"], "--diffusers_example nowhere/"),
         (["train", "--short_steps", "5", "--long_steps", "5"], "--long_steps 5 must be more than --short_steps 5"),
+        (["train", "--short_steps", "-1"], "--short_steps -1; use 0 (no short runs) or more"),
         (["sample", "--against", "floor"], "--against floor is a training baseline"),
     ],
 )
@@ -73,9 +75,9 @@ def test_help():
 
 def test_rounds_alternate_sides_and_flip_their_order():
     first, second = round_order(0), round_order(1)
-    assert [side for side, _ in first] == ["ours", "diffusers", "ours", "diffusers"]
+    assert first == [("ours", "short"), ("diffusers", "short"), ("ours", "long"), ("diffusers", "long")]
     assert second == first[::-1]
-    assert sorted(first) == sorted(second)  # every round runs each side short and long once
+    assert round_order(0, short=False) == [("ours", "long"), ("diffusers", "long")]
 
 
 def test_time_per_step_cancels_start_up():
@@ -101,25 +103,93 @@ def test_both_sides_train_the_same_job(tmp_path):
     assert theirs[1] == str(LAUNCHER) and theirs[2] == str(Path("ex/textual_inversion.py"))
 
 
+# Stand-ins for the two trainings: a start-up, then `steps` steps of a fixed length, each side reporting its
+# steps the way the real one does (ours: time/step_s in its metrics CSV; the example: a tqdm "Steps" bar).
+FAKE_OURS = """
+import csv, pathlib, sys, time
+steps, per, out = int(sys.argv[1]), float(sys.argv[2]), pathlib.Path(sys.argv[3])
+time.sleep(0.3)
+rows, last = [], time.perf_counter()
+for step in range(steps):
+    time.sleep(per)
+    now = time.perf_counter()
+    rows.append({"step": step, "time/step_s": now - last})
+    last = now
+(out / "run1" / "csv").mkdir(parents=True)
+with open(out / "run1" / "csv" / "metrics.csv", "w", newline="") as fh:
+    w = csv.DictWriter(fh, ["step", "time/step_s"])
+    w.writeheader()
+    w.writerows(rows)
+"""
+FAKE_EXAMPLE = """
+import sys, time
+from tqdm.auto import tqdm
+steps, per = int(sys.argv[1]), float(sys.argv[2])
+time.sleep(0.3)
+bar = tqdm(range(steps), desc="Steps")
+for _ in range(steps):
+    time.sleep(per)
+    bar.update(1)
+    bar.set_postfix(loss=0.1)
+"""
+
+
 def test_compare_measures_each_side_from_real_processes(monkeypatch, tmp_path):
-    """Fake training scripts that take 0.2 s (ours) and 0.4 s (theirs) per step after a start-up."""
-
-    def fake(per_step_s):
-        return lambda s, steps, out: [sys.executable, "-c", f"import time; time.sleep(0.3 + {steps} * {per_step_s})"]
-
-    monkeypatch.setattr(real_example, "main_command", lambda s, steps, out, root: fake(0.2)(s, steps, out))
-    monkeypatch.setattr(real_example, "example_command", fake(0.4))
+    """Fake trainings that take 0.2 s (ours) and 0.4 s (theirs) per step after a start-up."""
+    monkeypatch.setattr(
+        real_example,
+        "main_command",
+        lambda s, steps, out, root: [sys.executable, "-c", FAKE_OURS, str(steps), "0.2", str(out)],
+    )
+    monkeypatch.setattr(
+        real_example, "example_command", lambda s, steps, out: [sys.executable, "-c", FAKE_EXAMPLE, str(steps), "0.4"]
+    )
     setup = Setup(tmp_path, tmp_path, tmp_path, tmp_path)
-    result = real_example.compare(setup, rounds=2, short=1, long=3, timeout=120)
+    result = real_example.compare(setup, rounds=2, short=1, long=4, timeout=120)
     assert len(result["rounds"]) == 2
-    # sleeping processes: the per-step estimate is exact up to process start-up jitter, and burns no CPU
+    # sleeping processes: each estimate is exact up to process start-up jitter, and burns no CPU
     ours, theirs = result["sides"]["ours"], result["sides"]["diffusers"]
+    assert ours["step_in_run_s"]["median"] == pytest.approx(0.2, abs=0.05)
+    assert theirs["step_in_run_s"]["median"] == pytest.approx(0.4, abs=0.05)
+    assert result["ratios"]["ours_vs_diffusers_in_run_s"]["median"] == pytest.approx(0.5, abs=0.1)
     assert ours["step_wall_s"]["median"] == pytest.approx(0.2, abs=0.1)
     assert theirs["step_wall_s"]["median"] == pytest.approx(0.4, abs=0.1)
-    assert result["ratios"]["ours_vs_diffusers_wall_s"]["median"] == pytest.approx(0.5, abs=0.25)
     assert len(result["ratios"]["ours_vs_diffusers_wall_s"]["rounds"]) == 2
     assert abs(ours["step_cpu_s"]["median"]) < 0.1
-    assert ours["process_peak_gib"] > 0
+    assert ours["process_peak_gib"] > 0 and result["ratios"]["ours_vs_diffusers_peak"] > 0
+
+
+def test_without_short_runs_only_the_in_run_step_is_measured(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(
+        real_example,
+        "one_run",
+        lambda side, s, steps, timeout: ran.append((side, steps)) or {"step_s": 1.0, "wall_s": 9, "peak_bytes": 1},
+    )
+    result = real_example.compare(Setup(tmp_path, tmp_path, tmp_path, tmp_path), rounds=1, short=0, long=5)
+    assert sorted(ran) == [("diffusers", 5), ("ours", 5)]
+    assert set(result["ratios"]) == {"ours_vs_diffusers_in_run_s", "ours_vs_diffusers_peak"}
+
+
+def test_a_run_that_reports_too_few_steps_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        real_example, "example_command", lambda s, steps, out: [sys.executable, "-c", FAKE_EXAMPLE, "2", "0.01"]
+    )
+    with pytest.raises(ConfigError, match="reported 2 step times for 4 steps"):
+        real_example.one_run("diffusers", Setup(tmp_path, tmp_path, tmp_path, tmp_path), 4, timeout=60)
+
+
+def test_the_example_bar_is_read_as_it_is_written():
+    """The real tqdm, writing to a pipe as in the example: one time per count, steps 0.15 s apart."""
+    got = real_example.timed_run([sys.executable, "-c", FAKE_EXAMPLE, "5", "0.15"], {}, timeout=60)
+    assert len(got["steps_s"]) == 5
+    assert all(t == pytest.approx(0.15, abs=0.05) for t in got["steps_s"]), got["steps_s"]
+
+
+def test_a_steady_step_leaves_the_warm_up_out():
+    assert steady([5.0, 3.0, 1.0, 2.0, 1.5]) == 1.5
+    assert steady([5.0, 3.0]) is None
+    assert intervals({0: 1.0, 1: 3.0, 2: 4.0, 4: 9.0}) == [2.0, 1.0]  # a count never seen splits no step
 
 
 def test_cpu_time_counts_work_not_waiting():

@@ -20,6 +20,9 @@ from train_helpers import (
     trainable_model,
 )
 
+from ldm.callbacks.step_timer import STEP_TIME
+from ldm.training.metrics_log import read_metrics
+
 
 @pytest.fixture(scope="module")
 def concept(tmp_path_factory) -> Path:
@@ -48,6 +51,12 @@ def test_run_directory_layout(trained, concept):
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
     assert (trained / "loss.png").is_file()
     assert not list(trained.rglob(".*.tmp"))  # atomic writes leave no temp files behind
+
+
+def test_every_step_logs_its_wall_time(trained):
+    times = read_metrics(trained, (STEP_TIME,))[STEP_TIME]
+    assert [s for s, _ in times] == list(range(1, 41))
+    assert all(0 < t < 600 for _, t in times)
 
 
 def test_resume_checkpoint_is_small_and_holds_only_vectors(trained):

@@ -1,9 +1,9 @@
 """Our `main.py` against diffusers' examples/textual_inversion/textual_inversion.py (SD v1) or
 textual_inversion_sdxl.py (SDXL), each run whole, as a user runs it: same weights (our checkpoint / the
 same weights as a diffusers folder), same concept folder, resolution, batch 1 and precision. Each side
-runs a short and a long training in fresh processes; the difference of their wall times over the
-difference of their steps is the time per step, so loading, start-up and the final save cancel. Sides
-alternate within a round, and the order flips each round.
+trains in fresh processes; its time per step is read inside the run (step_times.py), so loading, start-up
+and the final save stay out. Optional short runs give (long - short) wall and CPU time over the steps
+between them as a cross-check. Sides alternate within a round, and the order flips each round.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ldm.benchmark.step_times import ProgressWatch, main_step_times, steady
 from ldm.benchmark.weights import FINETUNE_CONFIG, ROOT, SDXL_FINETUNE_CONFIG
 from ldm.errors import ConfigError
 
@@ -29,6 +30,7 @@ EXAMPLE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 INIT_WORD = "sculpture"  # v1-finetune.yaml's initializer word; the example is given the same
 FINETUNE_CONFIGS = {"sd1": FINETUNE_CONFIG, "sdxl": SDXL_FINETUNE_CONFIG}
 SIDES = ("ours", "diffusers")
+WARMUP_STEPS = 2  # left out of the in-run step time: first calls allocate and warm caches
 
 
 @dataclass
@@ -109,33 +111,35 @@ def _env(threads: int | None) -> dict[str, str]:
 
 def timed_run(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path = ROOT) -> dict:
     """Wall seconds, CPU seconds (user + system, its finished children included) and peak RSS of one run,
-    which must succeed. The peak is the process's own VmHWM, read while it runs: wait4's ru_maxrss would
-    also count this (parent) process's RSS, copied at fork."""
+    which must succeed, and the step times its progress bar showed (the example's; ours are read from its
+    metrics). The peak is the process's own VmHWM, read while it runs: wait4's ru_maxrss would also count
+    this (parent) process's RSS, copied at fork."""
     start = time.perf_counter()
     peak = 0
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                peak = max(peak, high_water_rss(proc.pid))
-                if time.monotonic() > deadline:
-                    raise ConfigError(f"benchmark run timed out after {timeout:.0f} s: {' '.join(cmd[:3])}")
-                time.sleep(0.05)
-        except BaseException:  # a timeout or Ctrl-C: no training run is left behind
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            raise
-        wall = time.perf_counter() - start
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            err.seek(0)
-            tail = (err.read().strip().splitlines() or ["no output"])[-1]
-            raise ConfigError(f"benchmark run {Path(cmd[1]).name} failed ({code}): {tail}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_bytes": peak}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watch = ProgressWatch(proc.stderr)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, high_water_rss(proc.pid))
+            if time.monotonic() > deadline:
+                raise ConfigError(f"benchmark run timed out after {timeout:.0f} s: {' '.join(cmd[:3])}")
+            time.sleep(0.05)
+    except BaseException:  # a timeout or Ctrl-C: no training run is left behind
+        proc.kill()
+        os.wait4(proc.pid, 0)
+        raise
+    wall = time.perf_counter() - start
+    watch.join()
+    proc.stderr.close()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = watch.tail[-1] if watch.tail else "no output"
+        raise ConfigError(f"benchmark run {Path(cmd[1]).name} failed ({code}): {tail}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_bytes": peak, "steps_s": watch.step_times()}
 
 
 def high_water_rss(pid: int) -> int:
@@ -159,15 +163,28 @@ def one_run(side: str, s: Setup, steps: int, timeout: float) -> dict:
         else:
             cmd = main_command(s, steps, out / "run", root)
         got = timed_run(cmd, _env(s.threads), timeout, cwd=root)
+        if side != "diffusers":
+            got["steps_s"] = main_step_times(out / "run")
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    log.info("%s, %d steps: %.1f s wall, %.1f s CPU", side, steps, got["wall_s"], got["cpu_s"])
+    if len(got["steps_s"]) != steps:
+        raise ConfigError(f"benchmark run {side} reported {len(got['steps_s'])} step times for {steps} steps")
+    got["step_s"] = steady(got["steps_s"], WARMUP_STEPS)
+    log.info(
+        "%s, %d steps: %.1f s wall, %.1f s CPU, steady step %s s",
+        side,
+        steps,
+        got["wall_s"],
+        got["cpu_s"],
+        got["step_s"],
+    )
     return got
 
 
-def round_order(r: int, sides: tuple[str, ...] = ("ours", "diffusers")) -> list[tuple[str, str]]:
+def round_order(r: int, sides: tuple[str, ...] = ("ours", "diffusers"), short: bool = True) -> list[tuple[str, str]]:
     """(side, length) in the order round `r` runs them: the sides alternate, and the order flips each round."""
-    order = [(side, "short") for side in sides] + [(side, "long") for side in sides]
+    lengths = ("short", "long") if short else ("long",)
+    order = [(side, length) for length in lengths for side in sides]
     return order if r % 2 == 0 else order[::-1]
 
 
@@ -175,45 +192,68 @@ def per_step(short_s: float, long_s: float, short: int, long: int) -> float:
     return (long_s - short_s) / (long - short)
 
 
+def _ratios(step: dict[str, float], sides: tuple[str, ...]) -> dict[str, float]:
+    return {side: step[side] / step["diffusers"] for side in sides if side != "diffusers"}
+
+
+def _round_steps(got: dict, sides: tuple[str, ...], short: int, long: int) -> dict[str, dict[str, float]]:
+    """{clock: {side: s/step}} of one round: in the long run, and (with short runs) by difference."""
+    steps = {"in_run_s": {side: got[side, "long"]["step_s"] for side in sides}}
+    if short:
+        for clock in ("wall_s", "cpu_s"):
+            steps[clock] = {
+                side: per_step(got[side, "short"][clock], got[side, "long"][clock], short, long) for side in sides
+            }
+    return steps
+
+
 def compare(
     s: Setup, rounds: int, short: int = 3, long: int = 9, timeout: float = 3600, sides: tuple[str, ...] = SIDES
 ) -> dict:
     """Time per step and peaks of `sides` (a subset of ours/diffusers: one side alone fits a smaller machine;
-    ratios need both), plus "before" when the setup names another checkout."""
+    ratios need both), plus "before" when the setup names another checkout. The headline is the step time
+    read inside each long run; with short > 0, (long - short) wall and CPU time over the steps between
+    them is kept as a cross-check."""
     if long <= short:
         raise ConfigError(f"--long_steps {long} must be more than --short_steps {short}")
+    if long <= WARMUP_STEPS:
+        raise ConfigError(f"--long_steps {long} must be more than the {WARMUP_STEPS} warm-up steps")
     sides = (*sides, "before") if s.before else tuple(sides)
     runs: list[dict] = []
     for r in range(rounds):
         got = {
             (side, length): one_run(side, s, short if length == "short" else long, timeout)
-            for side, length in round_order(r, sides)
+            for side, length in round_order(r, sides, short=short > 0)
         }
         one = {"round": r + 1, "runs": {f"{k[0]}_{k[1]}": v for k, v in got.items()}}
-        for clock in ("wall_s", "cpu_s"):
-            step = {side: per_step(got[side, "short"][clock], got[side, "long"][clock], short, long) for side in sides}
+        for clock, step in _round_steps(got, sides, short, long).items():
             one[f"step_{clock}"] = step
             if "diffusers" in sides:
-                one[f"ratio_{clock}"] = {side: step[side] / step["diffusers"] for side in sides if side != "diffusers"}
+                one[f"ratio_{clock}"] = _ratios(step, sides)
         runs.append(one)
-        log.info("round %d: s/step wall %s, CPU %s", r + 1, one["step_wall_s"], one["step_cpu_s"])
+        log.info("round %d: s/step %s", r + 1, {k: v for k, v in one.items() if k.startswith("step_")})
     return summarise(runs, sides)
 
 
 def summarise(runs: list[dict], sides: tuple[str, ...] = ("ours", "diffusers")) -> dict:
-    """Medians over rounds of each side's time per step (wall and CPU), and of the ratios taken within a round."""
+    """Medians over rounds of each side's time per step (in the run; wall and CPU differences when short runs
+    ran), and of the ratios taken within a round."""
     out: dict = {"sides": {}, "ratios": {}, "rounds": runs}
+    clocks = [c for c in ("in_run_s", "wall_s", "cpu_s") if f"step_{c}" in runs[0]]
     for side in sides:
         out["sides"][side] = {
             "process_peak_gib": max(r["runs"][f"{side}_long"]["peak_bytes"] for r in runs) / 2**30,
             "long_run_wall_s": statistics.median(r["runs"][f"{side}_long"]["wall_s"] for r in runs),
         }
-        for clock in ("wall_s", "cpu_s"):
+        for clock in clocks:
             steps = [r[f"step_{clock}"][side] for r in runs]
             out["sides"][side][f"step_{clock}"] = {"median": statistics.median(steps), "rounds": steps}
             if side != "diffusers" and "diffusers" in sides:
                 ratios = [r[f"ratio_{clock}"][side] for r in runs]
                 out["ratios"][f"{side}_vs_diffusers_{clock}"] = {"median": statistics.median(ratios), "rounds": ratios}
+    if {"ours", "diffusers"} <= set(sides):
+        ours, theirs = (out["sides"][k]["process_peak_gib"] for k in ("ours", "diffusers"))
+        out["ratios"]["ours_vs_diffusers_peak"] = ours / theirs
     return out
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ldm.callbacks import EmbeddingSnapshot, LossCurve, ResumeCheckpoint, SetupCallback
 from ldm.callbacks.save_request import SaveOnRequest
 from ldm.callbacks.step_progress import step_progress_bar
+from ldm.callbacks.step_timer import StepTimer
 from ldm.errors import ConfigError
 from ldm.training.attach import attach_objective
 from ldm.training.checkpoint_io import AtomicCheckpointIO
@@ -159,6 +160,7 @@ def train(args: Any, overrides: list[str]) -> Path:
         resumable,
         SaveOnRequest(str(logdir), snapshot, resumable),  # "save now" and SIGTERM (Stop) save first
         LossCurve(str(logdir)),
+        StepTimer(),
     ]
     for cb_config in (lightning_config.get("callbacks") or {}).values():
         cb_params = dict(cb_config.get("params") or {})
