@@ -92,6 +92,7 @@ def test_both_sides_train_the_same_job(tmp_path):
         "--max_steps=9",
         "--precision=bf16",
         "data.params.batch_size=1",
+        "model.params.training.log_every_n_steps=1",
         "data.params.train.params.size=320",
     } <= set(ours)
     assert f"--actual_resume={Path('sd.safetensors')}" in ours and f"--data_root={Path('concept')}" in ours

@@ -76,7 +76,7 @@ def example_command(s: Setup, steps: int, out: Path) -> list[str]:
 def main_command(s: Setup, steps: int, out: Path, root: Path = ROOT) -> list[str]:
     """main.py with the shipped finetune config of the model family, batch 1 at the same size; its image
     logger and embedding snapshots (every 500 steps) stay at their defaults too. It writes its embedding at
-    the end."""
+    the end. Metrics are written every step (default 10) so that each step's time is read."""
     size = f"{s.resolution}"
     return [
         sys.executable,
@@ -92,6 +92,7 @@ def main_command(s: Setup, steps: int, out: Path, root: Path = ROOT) -> list[str
         f"--seed={s.seed}",
         f"--logdir={out}",
         "data.params.batch_size=1",
+        "model.params.training.log_every_n_steps=1",  # every step's time/step_s reaches the metrics CSV
         f"data.params.train.params.size={size}",
         *_validation_size(s.model, size),
     ]
