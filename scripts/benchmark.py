@@ -6,7 +6,7 @@
           at PATH, run as a user runs it; it needs `pip install accelerate`), same weights, concept,
           size, batch 1 and precision. With --model sdxl: against textual_inversion_sdxl.py, on random
           full-size SDXL weights (a diffusers folder in --cache's folder, and our checkpoint read from
-          it). Each side trains --long_steps in a fresh process; its time per step is the median step
+          it). Each side trains --long_steps (12) in a fresh process; its time per step is the median step
           read inside that run once 2 warm-up steps are past (ours: the metrics CSV; the example: its
           progress bar), so loading, start-up and saving stay out. With --short_steps N > 0 each side
           also trains N steps, and (long - short wall and CPU time) / (long - short steps) is printed
@@ -48,9 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--diffusers_example", help="train --against diffusers: path of diffusers' textual_inversion.py")
     p.add_argument(
-        "--short_steps", type=int, default=3, help="train --against diffusers: steps of the short runs, 0 for none"
+        "--short_steps", type=int, default=0, help="train --against diffusers: steps of the short runs, 0 for none"
     )
-    p.add_argument("--long_steps", type=int, default=9, help="train --against diffusers: steps of the long runs")
+    p.add_argument("--long_steps", type=int, default=12, help="train --against diffusers: steps of each timed run")
     p.add_argument(
         "--before", help="train --against diffusers: also run main.py of this other checkout (a change's effect)"
     )

@@ -169,7 +169,8 @@ def one_run(side: str, s: Setup, steps: int, timeout: float) -> dict:
     finally:
         shutil.rmtree(out, ignore_errors=True)
     if len(got["steps_s"]) != steps:
-        raise ConfigError(f"benchmark run {side} reported {len(got['steps_s'])} step times for {steps} steps")
+        hint = "; --before needs a checkout whose main.py logs time/step_s" if side == "before" else ""
+        raise ConfigError(f"benchmark run {side} reported {len(got['steps_s'])} step times for {steps} steps{hint}")
     got["step_s"] = steady(got["steps_s"], WARMUP_STEPS)
     log.info(
         "%s, %d steps: %.1f s wall, %.1f s CPU, steady step %s s",
@@ -209,7 +210,7 @@ def _round_steps(got: dict, sides: tuple[str, ...], short: int, long: int) -> di
 
 
 def compare(
-    s: Setup, rounds: int, short: int = 3, long: int = 9, timeout: float = 3600, sides: tuple[str, ...] = SIDES
+    s: Setup, rounds: int, short: int = 0, long: int = 12, timeout: float = 3600, sides: tuple[str, ...] = SIDES
 ) -> dict:
     """Time per step and peaks of `sides` (a subset of ours/diffusers: one side alone fits a smaller machine;
     ratios need both), plus "before" when the setup names another checkout. The headline is the step time
@@ -288,8 +289,8 @@ def against_the_example(
     precision: str = "bf16",
     threads: int | None = None,
     rounds: int = 3,
-    short: int = 3,
-    long: int = 9,
+    short: int = 0,
+    long: int = 12,
     timeout: float = 3600,
     before: str | Path | None = None,
     model: str = "sd1",
