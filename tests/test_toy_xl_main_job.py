@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from sd_helpers import ROOT
 from train_helpers import only_run_dir, run_main, tiny_env
@@ -54,6 +55,7 @@ def test_committed_xl_weights_load_strictly_in_the_sdxl_layout():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow  # 61 s: in .ci/run's slow step, keeping the default suite near 10 minutes
 def test_xl_main_job_learns_the_concept_and_keeps_it_editable(tmp_path):
     """The README's SDXL toy job (captions with [filewords]), shortened: both encoders' rows are learned and
     the word draws the purple star, on asked-for backgrounds too, far above the init word."""
