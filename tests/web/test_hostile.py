@@ -347,3 +347,15 @@ def test_a_real_photo_upload_is_accepted(shared_client):
         "/api/dataset/toy-purple-star/upload", files=[("files", ("ok.png", buffer.getvalue(), "image/png"))]
     )
     assert response.status_code == 200, response.text
+
+
+def test_every_response_forbids_foreign_scripts_and_framing(shared_client, project):
+    """Pages, static files and refusals all carry the policy: only the server's own files run, nothing frames."""
+    page, script = shared_client.get("/dataset"), shared_client.get("/static/app.js")
+    refused = shared_client.get("/embeddings", headers={"host": "evil.example"})
+    assert (page.status_code, script.status_code, refused.status_code) == (200, 200, 421)
+    for response in (page, script, refused):
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
