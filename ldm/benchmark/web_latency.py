@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ldm.benchmark.web_server import WebServer, toy_project
+from ldm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def burst(url: str, concurrency: int, timeout: float) -> list[float]:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             response.read()
             if response.status != 200:
-                raise RuntimeError(f"GET {url} answered {response.status}")
+                raise ConfigError(f"GET {url} answered {response.status}")
         return time.perf_counter() - start
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -81,7 +82,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
+            raise ConfigError(f"{what} did not happen within {timeout:.0f} s")
         time.sleep(0.5)
 
 

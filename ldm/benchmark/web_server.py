@@ -13,6 +13,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
+
+from ldm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class WebServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the web server exited with {self.process.returncode}:\n{self.log_tail()}")
+                self._fail(f"the web server exited with {self.process.returncode}")
             try:
                 with urllib.request.urlopen(self.url + "/static/app.css", timeout=5) as response:
                     if response.status == 200:
@@ -94,7 +97,14 @@ class WebServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"the web server did not answer {self.url} within {timeout:.0f} s:\n{self.log_tail()}")
+        self._fail(f"the web server did not answer {self.url} within {timeout:.0f} s")
+
+    def _fail(self, what: str) -> NoReturn:
+        """One line: what happened and the log's last line (the whole tail goes to the log at INFO)."""
+        tail = self.log_tail()
+        log.info("web server log, last lines:\n%s", tail)
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        raise ConfigError(f"{what}; its log ends: {lines[-1] if lines else '(empty)'}")
 
     def log_tail(self, chars: int = 4000) -> str:
         try:

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ldm.benchmark.web_latency import PAGES, percentile, web_latency
+from ldm.benchmark.web_server import WebServer, toy_project
+from ldm.errors import ConfigError
 
 
 def test_percentile_is_the_nearest_rank():
@@ -35,3 +39,13 @@ def test_bad_counts_are_refused_in_one_line():
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --concurrency must be at least 1"
+
+
+def test_a_server_that_cannot_start_is_one_line_naming_why(tmp_path):
+    """--host 0.0.0.0 without --auth is refused by the server itself; the benchmark says so in one line."""
+    server = WebServer(toy_project(tmp_path / "project"), extra_args=("--host", "0.0.0.0"))
+    with pytest.raises(ConfigError) as refused:
+        server.start(timeout=300)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("the web server exited with 2; its log ends: error:")
+    assert "--auth" in message
