@@ -3,8 +3,10 @@ directory, freezes every network, and refuses bad input (resume after SIGKILL: t
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from train_helpers import (
     trainable_model,
 )
 
-from ldm.callbacks.step_timer import STEP_TIME
+from ldm.callbacks.step_timer import STEP_TIME, StepTimer
 from ldm.training.metrics_log import read_metrics
 
 
@@ -58,6 +60,21 @@ def test_every_step_logs_its_wall_time(trained):
     times = read_metrics(trained, (STEP_TIME,))[STEP_TIME]
     assert [s for s, _ in times] == list(range(1, 41))
     assert all(0 < t < 600 for _, t in times)
+
+
+def test_step_time_spans_every_accumulated_batch():
+    """With 2 batches per optimizer step, one time per step, covering both batches."""
+    logged = []
+    trainer = SimpleNamespace(global_step=0)
+    module = SimpleNamespace(log=lambda name, value, **_: logged.append((trainer.global_step, name, value)))
+    timer = StepTimer()
+    timer.on_train_start(trainer, module)
+    for batch in range(6):
+        time.sleep(0.01)
+        trainer.global_step += batch % 2  # the optimizer steps after batches 1, 3 and 5
+        timer.on_train_batch_end(trainer, module, None, None, batch)
+    assert [(step, name) for step, name, _ in logged] == [(1, STEP_TIME), (2, STEP_TIME), (3, STEP_TIME)]
+    assert all(value >= 0.02 for *_, value in logged)
 
 
 def test_resume_checkpoint_is_small_and_holds_only_vectors(trained):
