@@ -60,6 +60,7 @@ def test_summary_takes_median_of_runs_and_worst_peaks():
         (["train", "--diffusers_example", "nowhere/textual_inversion.py"], "--diffusers_example nowhere/"),
         (["train", "--short_steps", "5", "--long_steps", "5"], "--long_steps 5 must be more than --short_steps 5"),
         (["train", "--short_steps", "-1"], "--short_steps -1; use 0 (no short runs) or more"),
+        (["train", "--long_steps", "2"], "--long_steps 2 must be more than the 2 warm-up steps"),
         (["sample", "--against", "floor"], "--against floor is a training baseline"),
     ],
 )

@@ -209,6 +209,17 @@ def _round_steps(got: dict, sides: tuple[str, ...], short: int, long: int) -> di
     return steps
 
 
+def check_lengths(short: int, long: int) -> None:
+    """Run lengths that give a step time: short runs 0 (none) or fewer steps than the long run, which must
+    have steps left after the warm-up ones."""
+    if short < 0:
+        raise ConfigError(f"--short_steps {short}; use 0 (no short runs) or more")
+    if long <= short:
+        raise ConfigError(f"--long_steps {long} must be more than --short_steps {short}")
+    if long <= WARMUP_STEPS:
+        raise ConfigError(f"--long_steps {long} must be more than the {WARMUP_STEPS} warm-up steps")
+
+
 def compare(
     s: Setup, rounds: int, short: int = 0, long: int = 12, timeout: float = 3600, sides: tuple[str, ...] = SIDES
 ) -> dict:
@@ -216,10 +227,7 @@ def compare(
     ratios need both), plus "before" when the setup names another checkout. The headline is the step time
     read inside each long run; with short > 0, (long - short) wall and CPU time over the steps between
     them is kept as a cross-check."""
-    if long <= short:
-        raise ConfigError(f"--long_steps {long} must be more than --short_steps {short}")
-    if long <= WARMUP_STEPS:
-        raise ConfigError(f"--long_steps {long} must be more than the {WARMUP_STEPS} warm-up steps")
+    check_lengths(short, long)
     sides = (*sides, "before") if s.before else tuple(sides)
     runs: list[dict] = []
     for r in range(rounds):
