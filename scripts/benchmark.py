@@ -14,6 +14,10 @@
   train --against floor
           our training step in one process (the objective main.py uses) against a bare diffusers UNet
           forward + backward to the text context: nothing of textual inversion is cheaper
+  train --against roofline [--model sdxl]
+          our training step in one process against this machine's matrix-product rate: the step's
+          FLOPs (torch's FlopCounterMode), the best rate of a 2048^3 product in the same dtype and
+          threads, the fraction of it the step reaches and the step's floor at that rate
   sample  Generate (DDIM, batched classifier-free guidance) against StableDiffusionPipeline (DDIM)
   web     the browser UI's latency: the real server on a toy project, a toy training started through the
           Train page's API, then --concurrency simultaneous GETs of each main page, --rounds times;
@@ -44,7 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=("train", "sample", "web"))
     p.add_argument(
-        "--against", choices=("diffusers", "floor", "none"), default="diffusers", help="baseline (default: diffusers)"
+        "--against",
+        choices=("diffusers", "floor", "roofline", "none"),
+        default="diffusers",
+        help="baseline (default: diffusers)",
     )
     p.add_argument("--diffusers_example", help="train --against diffusers: path of diffusers' textual_inversion.py")
     p.add_argument(
@@ -55,7 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--before", help="train --against diffusers: also run main.py of this other checkout (a change's effect)"
     )
     p.add_argument(
-        "--model", choices=("sd1", "sdxl"), default="sd1", help="model family (sdxl: train --against diffusers)"
+        "--model",
+        choices=("sd1", "sdxl"),
+        default="sd1",
+        help="model family (sdxl: train --against diffusers or roofline)",
     )
     p.add_argument(
         "--only",
@@ -99,17 +109,17 @@ def check_args(args: argparse.Namespace) -> None:
         from ldm.benchmark.real_example import check_lengths
 
         check_lengths(args.short_steps, args.long_steps)
-    if args.model == "sdxl" and (args.task != "train" or args.against != "diffusers" or args.ckpt):
+    if args.model == "sdxl" and (args.task != "train" or args.against not in ("diffusers", "roofline") or args.ckpt):
         raise ConfigError(
-            "--model sdxl runs train --against diffusers on random full-size weights; drop --ckpt and "
-            "use: train --against diffusers --diffusers_example PATH/textual_inversion_sdxl.py"
+            "--model sdxl runs train --against diffusers (or roofline) on random full-size weights; drop --ckpt "
+            "and use: train --against diffusers --diffusers_example PATH/textual_inversion_sdxl.py"
         )
     if args.only and args.before:
         raise ConfigError("--before adds a side to a comparison; drop --only")
     if args.ckpt and not Path(args.ckpt).is_file():
         raise ConfigError(f"--ckpt {args.ckpt} does not exist")
-    if args.task == "sample" and args.against == "floor":
-        raise ConfigError("--against floor is a training baseline; sample compares with diffusers or none")
+    if args.task == "sample" and args.against in ("floor", "roofline"):
+        raise ConfigError(f"--against {args.against} is a training baseline; sample compares with diffusers or none")
     if args.task == "train" and args.against == "diffusers":
         if not args.diffusers_example:
             raise ConfigError(
@@ -162,9 +172,11 @@ def _side_by_side(args: argparse.Namespace, ckpt: str) -> dict:
         "gradient_checkpointing": args.gradient_checkpointing,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "model": args.model,
+        "roofline": args.against == "roofline",
     }
     sides = ["ours"]
-    if args.against != "none":
+    if args.against not in ("none", "roofline"):
         sides.append("floor" if args.task == "train" else "diffusers")
     return benchmark(spec, sides, args.rounds)
 
@@ -183,7 +195,11 @@ def main(argv=None) -> int:
         from ldm.benchmark.weights import random_checkpoint
 
         check_args(args)
-        if args.model == "sdxl":
+        if args.model == "sdxl" and args.against == "roofline":
+            from ldm.benchmark.real_example import weights
+
+            ckpt = str(weights("sdxl", None, Path(args.cache).parent, sides=("ours",))[1])
+        elif args.model == "sdxl":
             ckpt = None  # the SDXL weights are written with the diffusers folder (real_example.weights)
         elif args.task != "web":
             ckpt = args.ckpt or str(random_checkpoint(args.cache))

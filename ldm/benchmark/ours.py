@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from omegaconf import OmegaConf
 
@@ -13,11 +15,15 @@ N_IMAGES = 5  # a typical concept folder: after each (image, flip) was seen once
 
 
 def load_training_model(
-    ckpt: str, precision: str, gradient_checkpointing: bool = False, channels_last: bool = False
+    ckpt: str,
+    precision: str,
+    gradient_checkpointing: bool = False,
+    channels_last: bool = False,
+    config_path: str | Path = FINETUNE_CONFIG,
 ) -> torch.nn.Module:
     from ldm.model_loading import load_model_from_config
 
-    config = OmegaConf.load(FINETUNE_CONFIG)
+    config = OmegaConf.load(config_path)
     # as main.py loads it: straight into the frozen networks' precision
     model = load_model_from_config(config, ckpt, dtype=network_dtype(precision), with_embedding_manager=True)
     attach_objective(

@@ -86,4 +86,12 @@ def benchmark(spec: dict, sides: list[str], rounds: int) -> dict:
                 ratios[f"peak_memory_ours_vs_{other}"] = ours["peak_gib"] / theirs["peak_gib"]
                 ratios[f"process_peak_memory_ours_vs_{other}"] = ours["process_peak_gib"] / theirs["process_peak_gib"]
     out["ratios"] = ratios
+    if spec.get("roofline"):
+        out["roofline"] = roofline_summary([r["roofline"] for r in per_side["ours"]])
     return out
+
+
+def roofline_summary(rounds: list[dict]) -> dict:
+    """The median of each roofline figure over rounds (FLOPs per op from the first: they do not vary)."""
+    figures = {k: statistics.median(r[k] for r in rounds) for k, v in rounds[0].items() if isinstance(v, float)}
+    return {**figures, "gflop_by_op": rounds[0]["gflop_by_op"], "rounds": rounds}

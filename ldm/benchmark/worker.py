@@ -46,9 +46,15 @@ def _train(spec: dict):
     g = torch.Generator().manual_seed(0)
     if side == "ours":
         from ldm.benchmark.ours import OurTrainer, load_training_model
+        from ldm.benchmark.weights import FINETUNE_CONFIG, SDXL_FINETUNE_CONFIG
 
+        config = SDXL_FINETUNE_CONFIG if spec.get("model") == "sdxl" else FINETUNE_CONFIG
         model = load_training_model(
-            spec["ckpt"], spec["precision"], spec.get("gradient_checkpointing", False), spec.get("channels_last", False)
+            spec["ckpt"],
+            spec["precision"],
+            spec.get("gradient_checkpointing", False),
+            spec.get("channels_last", False),
+            config,
         ).to(device)
         trainer = OurTrainer(model, res, bs)
         if spec.get("compile"):
@@ -113,6 +119,7 @@ def run(spec: dict) -> dict:
         with PeakMemory(spec["device"]) as peak:
             times = _timed(step, spec["steps"], spec["device"])
     per_call = statistics.median(times)
+    extra = {"roofline": _roofline(step, times, spec)} if spec.get("roofline") else {}
     return {
         "side": spec["side"],
         "task": spec["task"],
@@ -123,7 +130,18 @@ def run(spec: dict) -> dict:
         "peak_bytes": peak.peak,
         "rss_before_bytes": before,
         "process_peak_bytes": _process_peak(spec["device"]),
+        **extra,
     }
+
+
+def _roofline(step, times: list[float], spec: dict) -> dict:
+    """After the timed steps: one more step counted for FLOPs, then this process's best matmul rate."""
+    from ldm.benchmark.roofline import matmul_peak, roofline, step_flops
+
+    with torch.enable_grad():
+        flops = step_flops(step)
+    peak = matmul_peak(network_dtype(spec["precision"]))
+    return {**roofline(times, flops["total"], peak), "gflop_by_op": {k: v / 1e9 for k, v in flops.items()}}
 
 
 def _process_peak(device: str) -> int:
