@@ -36,7 +36,7 @@ def test_a_trained_weight_adds_its_gradient_product():
     assert flops["total"] == 3 * (2 * 8 * 16 * 32)
 
 
-def test_matmul_peak_is_a_rate_that_grows_with_the_work():
+def test_matmul_peak_is_a_plausible_rate():
     rate = matmul_peak(torch.float32, size=128, reps=3)
     assert 1e6 < rate < 1e15
 

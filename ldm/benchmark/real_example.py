@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ldm.benchmark.step_times import ProgressWatch, main_step_times, steady
-from ldm.benchmark.weights import FINETUNE_CONFIG, ROOT, SDXL_FINETUNE_CONFIG
+from ldm.benchmark.weights import FINETUNE_CONFIGS, ROOT
 from ldm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 LAUNCHER = Path(__file__).resolve().parent / "stand_ins" / "launch_example.py"
 EXAMPLE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 INIT_WORD = "sculpture"  # v1-finetune.yaml's initializer word; the example is given the same
-FINETUNE_CONFIGS = {"sd1": FINETUNE_CONFIG, "sdxl": SDXL_FINETUNE_CONFIG}
 SIDES = ("ours", "diffusers")
 WARMUP_STEPS = 2  # left out of the in-run step time: first calls allocate and warm caches
 

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SD_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-inference.yaml"
 FINETUNE_CONFIG = ROOT / "configs" / "stable-diffusion" / "v1-finetune.yaml"
 SDXL_FINETUNE_CONFIG = ROOT / "configs" / "stable-diffusion" / "sdxl-finetune.yaml"
+FINETUNE_CONFIGS = {"sd1": FINETUNE_CONFIG, "sdxl": SDXL_FINETUNE_CONFIG}  # by --model
 PathLike = str | Path
 
 

@@ -46,15 +46,14 @@ def _train(spec: dict):
     g = torch.Generator().manual_seed(0)
     if side == "ours":
         from ldm.benchmark.ours import OurTrainer, load_training_model
-        from ldm.benchmark.weights import FINETUNE_CONFIG, SDXL_FINETUNE_CONFIG
+        from ldm.benchmark.weights import FINETUNE_CONFIGS
 
-        config = SDXL_FINETUNE_CONFIG if spec.get("model") == "sdxl" else FINETUNE_CONFIG
         model = load_training_model(
             spec["ckpt"],
             spec["precision"],
             spec.get("gradient_checkpointing", False),
             spec.get("channels_last", False),
-            config,
+            FINETUNE_CONFIGS[spec.get("model", "sd1")],
         ).to(device)
         trainer = OurTrainer(model, res, bs)
         if spec.get("compile"):
